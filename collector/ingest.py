@@ -1,0 +1,143 @@
+"""The ingest loop: receive, validate, batch, commit, then acknowledge.
+
+Order of events for every message, which is what makes ingest exactly-once:
+  1. it arrives (not yet acknowledged to the broker);
+  2. it is validated and its rows (or its quarantine row) join the batch;
+  3. the batch commits in one transaction, deduplicated on the record keys;
+  4. only then is its PUBACK sent (in arrival order), and each device gets a
+     delivery confirmation for the keys the batch settled.
+A crash before 4 means the broker redelivers (persistent session) and the
+database drops the duplicates; a crash after 3 loses nothing either.
+While the database is down nothing is acknowledged, the batch stays bounded
+(batch_max, and the broker's inflight window), and commits are retried with
+backoff until they succeed.
+"""
+
+import logging
+import queue
+import random
+import threading
+import time
+
+import psycopg
+
+from collector import partitions
+from collector.batch import Batch
+from wire import codec, topics
+
+log = logging.getLogger("collector.ingest")
+
+MAX_RANGES_PER_ACK = 100  # an ESP32 decodes an ack in ~155 B of heap per range
+
+
+class Ingest:
+    """Runs the loop on the calling thread until stop() and the last flush."""
+
+    def __init__(self, link, store, metrics, batch_max=2000, batch_age_ms=50):
+        self.link = link
+        self.store = store
+        self.metrics = metrics
+        self.batch_max = batch_max
+        self.batch_age_s = batch_age_ms / 1000.0
+        self._stop = threading.Event()
+        self.stopped = threading.Event()
+        self._next_maintenance = 0.0
+
+    def stop(self):
+        """Ask the loop to flush what it has, acknowledge it and return."""
+        self._stop.set()
+
+    def run(self):
+        """Receive and commit until stop(); the final batch is flushed before returning."""
+        try:
+            batch = Batch()
+            deadline = None
+            while True:
+                timeout = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    msg = self.link.messages.get(timeout=timeout)
+                except queue.Empty:
+                    msg = None
+                if msg is not None:
+                    self._add(batch, msg)
+                    if deadline is None:
+                        deadline = time.monotonic() + self.batch_age_s
+                    # Drain what is already queued without waiting, up to batch_max.
+                    while len(batch) < self.batch_max:
+                        try:
+                            self._add(batch, self.link.messages.get_nowait())
+                        except queue.Empty:
+                            break
+                full = len(batch) >= self.batch_max
+                due = deadline is not None and time.monotonic() >= deadline
+                if batch.messages and (full or due or self._stop.is_set()):
+                    if not self._flush(batch):
+                        return  # stopping while the database is unreachable: nothing acked, broker keeps it
+                    batch, deadline = Batch(), None
+                if self._stop.is_set() and not batch.messages:
+                    return
+                self._maintain()
+        finally:
+            self.stopped.set()
+
+    def _add(self, batch, msg):
+        self.metrics.add("messages_received")
+        before = batch.records
+        code = batch.add(msg)
+        self.metrics.add("records_received", batch.records - before)
+        if code is None:
+            self.metrics.add("messages_valid")
+        else:
+            self.metrics.quarantined(code)
+            log.info("quarantined message on %r: %s", msg.topic[:120], code)
+
+    def _flush(self, batch):
+        # Commit with retries; False only if asked to stop while the database stays down.
+        delay = 0.5
+        self.metrics.acks_pending = len(batch)
+        while True:
+            t0 = time.monotonic()
+            try:
+                written = self.store.write(batch)
+                break
+            except psycopg.Error as e:
+                self.metrics.add("commit_errors")
+                self.metrics.db_ok = False
+                log.warning("commit of %d messages failed (%s); retrying in %.1f s",
+                            len(batch), str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, delay)
+                if self._stop.wait(delay):
+                    # One last try on the way out, then leave it to the broker.
+                    try:
+                        written = self.store.write(batch)
+                        break
+                    except psycopg.Error:
+                        return False
+                delay = min(delay * 2, 10.0) * random.uniform(0.8, 1.2)
+        seconds = time.monotonic() - t0
+        self.metrics.db_ok = True
+        now_ms = time.time() * 1000
+        self.metrics.batch_committed(len(batch), batch.records, written, seconds,
+                                     (now_ms - batch.first_recv_ms) / 1000.0)
+        for m in batch.messages:  # PUBACKs in arrival order, as MQTT requires
+            self.link.ack(m)
+        self.metrics.add("acks_sent", len(batch))
+        self.metrics.acks_pending = 0
+        for dev, ranges in batch.confirmations():
+            for i in range(0, len(ranges), MAX_RANGES_PER_ACK):
+                self.link.publish(topics.topic(dev, "ack"), codec.encode_ack(dev, ranges[i:i + MAX_RANGES_PER_ACK]))
+                self.metrics.add("confirmations_sent")
+        return True
+
+    def _maintain(self):
+        # Hourly: make sure the monthly partitions ahead exist (plain PostgreSQL only).
+        now = time.monotonic()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + 3600
+        try:
+            with psycopg.connect(self.store.url, autocommit=True, connect_timeout=5) as conn:
+                if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone() is None:
+                    partitions.ensure(conn)
+        except psycopg.Error as e:
+            self._next_maintenance = now + 60
+            log.warning("partition maintenance postponed: %s", e)

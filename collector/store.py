@@ -1,0 +1,165 @@
+"""The collector's database writer: one transaction per Batch, deduplicated on the record key.
+
+Rows are COPYed (binary) into per-connection staging tables, then moved with
+INSERT ... SELECT ... ON CONFLICT DO NOTHING, so a redelivered or replayed
+record is stored once. Times travel as integer ms and become timestamptz in
+SQL; records stamped before the device's clock was set (tq = 'none', ms since
+boot) are placed using the boot's estimated start in device_boots.
+"""
+
+import json
+import logging
+
+import psycopg
+
+log = logging.getLogger("collector.store")
+
+_STAGE_HEAD = "device_id text, boot int8, seq int8, ts_ms int8, recv_ms int8, tq text"
+_HEAD_TYPES = ["text", "int8", "int8", "int8", "int8", "text"]
+
+# table -> (staging columns after the head, their COPY types, target columns after the head)
+_TABLES = {
+    "readings": ("name text, value float8", ["text", "float8"], "name, value"),
+    "fixes": ("mode int2, lat float8, lon float8, alt_m float8, speed_mps float8, track_deg float8, "
+              "eph_m float8, epv_m float8, sats int2",
+              ["int2"] + ["float8"] * 7 + ["int2"],
+              "mode, lat, lon, alt_m, speed_mps, track_deg, eph_m, epv_m, sats"),
+    "feature_windows": (
+        "len_ms int4, rate_hz float8, n int4, "
+        + ", ".join("%s_%s float8" % (a, k) for a in "xyz" for k in ("rms", "peak", "crest", "dom_hz"))
+        + ", band_hz float8[], x_bands float8[], y_bands float8[], z_bands float8[]",
+        ["int4", "float8", "int4"] + ["float8"] * 12 + ["float8[]"] * 4,
+        "len_ms, rate_hz, n, "
+        + ", ".join("%s_%s" % (a, k) for a in "xyz" for k in ("rms", "peak", "crest", "dom_hz"))
+        + ", band_hz, x_bands, y_bands, z_bands"),
+    "waveforms": ("rate_hz float8, scale_g float8, range_g int2, n int4, axes int2, samples bytea",
+                  ["float8", "float8", "int2", "int4", "int2", "bytea"],
+                  "rate_hz, scale_g, range_g, n, axes, samples"),
+    "device_logs": ("level text, text text", ["text", "text"], "level, text"),
+}
+_BATCH_ATTR = {"readings": "readings", "fixes": "fixes", "feature_windows": "windows",
+               "waveforms": "waves", "device_logs": "logs"}
+
+_TS = ("CASE WHEN s.tq = 'none' THEN b.epoch_est ELSE timestamptz 'epoch' END"
+       " + s.ts_ms * interval '1 millisecond'")
+_RECV = "timestamptz 'epoch' + s.recv_ms * interval '1 millisecond'"
+
+
+class Store:
+    """Owns the ingest connection; write() commits one Batch or raises psycopg.Error."""
+
+    def __init__(self, url):
+        self.url = url
+        self.conn = None
+
+    def connect(self):
+        """(Re)open the connection and its staging tables."""
+        self.close()
+        conn = psycopg.connect(self.url, autocommit=False, connect_timeout=5)
+        with conn.transaction():
+            for table, (cols, _, _) in _TABLES.items():
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_%s (%s, %s) ON COMMIT DELETE ROWS"
+                             % (table, _STAGE_HEAD, cols))
+        self.conn = conn
+
+    def close(self):
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+    def write(self, batch):
+        """Commit a batch; return {table: rows newly inserted} (duplicates are not counted)."""
+        if self.conn is None or self.conn.closed:
+            self.connect()
+        written = {}
+        try:
+            with self.conn.transaction():
+                with self.conn.cursor() as cur:
+                    staged = []
+                    for table, (_, types, _) in _TABLES.items():
+                        rows = getattr(batch, _BATCH_ATTR[table])
+                        if rows:
+                            with cur.copy("COPY stage_%s FROM STDIN (FORMAT BINARY)" % table) as cp:
+                                cp.set_types(_HEAD_TYPES + types)
+                                for row in rows:
+                                    cp.write_row(row)
+                            staged.append(table)
+                    if staged:
+                        # Fix each boot's estimated start the first time a record without a
+                        # wall-clock time is seen, so resends of that record map to the same ts.
+                        cur.execute(
+                            "INSERT INTO device_boots (device_id, boot, epoch_est) "
+                            "SELECT device_id, boot, timestamptz 'epoch' + min(recv_ms - ts_ms) * interval '1 millisecond'"
+                            " FROM (%s) u GROUP BY device_id, boot ON CONFLICT DO NOTHING"
+                            % " UNION ALL ".join("SELECT device_id, boot, recv_ms, ts_ms FROM stage_%s WHERE tq = 'none'"
+                                                 % t for t in staged))
+                    for table in staged:
+                        target = _TABLES[table][2]
+                        cur.execute(
+                            "INSERT INTO %s (device_id, boot, seq, ts, recv_ts, tq, %s) "
+                            "SELECT s.device_id, s.boot, s.seq, %s, %s, s.tq, %s FROM stage_%s s "
+                            "LEFT JOIN device_boots b ON s.tq = 'none' AND b.device_id = s.device_id AND b.boot = s.boot "
+                            "ON CONFLICT DO NOTHING"
+                            % (table, target, _TS, _RECV, ", ".join("s." + c.strip() for c in target.split(",")), table))
+                        written[table] = cur.rowcount
+                    self._results(cur, batch.results)
+                    self._devices(cur, batch)
+                    self._quarantine(cur, batch.quarantine)
+        except psycopg.Error:
+            self.close()
+            raise
+        return written
+
+    @staticmethod
+    def _results(cur, results):
+        for r in results:
+            cur.execute(
+                "INSERT INTO commands (id, device_id, cmd, result_at, ok, detail, error, result_boot, result_seq) "
+                "VALUES (%s, %s, %s, timestamptz 'epoch' + %s * interval '1 millisecond', %s, %s, %s, %s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET result_at = EXCLUDED.result_at, ok = EXCLUDED.ok, "
+                "detail = EXCLUDED.detail, error = EXCLUDED.error, result_boot = EXCLUDED.result_boot, "
+                "result_seq = EXCLUDED.result_seq "
+                "WHERE commands.result_at IS NULL AND commands.device_id = EXCLUDED.device_id",
+                (r["id"], r["dev"], r["cmd"], r["recv_ms"], r["ok"],
+                 json.dumps(r["detail"]) if r["detail"] is not None else None, r["error"], r["boot"], r["seq"]))
+
+    @staticmethod
+    def _devices(cur, batch):
+        if batch.seen:
+            cur.executemany(
+                "INSERT INTO devices (device_id, first_seen, last_seen, clock_skew_ms) "
+                "VALUES (%s, timestamptz 'epoch' + %s * interval '1 millisecond', "
+                "timestamptz 'epoch' + %s * interval '1 millisecond', %s) "
+                "ON CONFLICT (device_id) DO UPDATE SET last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen), "
+                "clock_skew_ms = COALESCE(EXCLUDED.clock_skew_ms, devices.clock_skew_ms)",
+                [(dev, ms, ms, skew) for dev, (ms, skew) in sorted(batch.seen.items())])
+        for dev, (s, recv_ms) in sorted(batch.status.items()):
+            # Apply a status only if it is not older than the one stored: (boot, seq) order.
+            cur.execute(
+                "UPDATE devices SET hw = %s, fw = %s, state = %s, reset_reason = %s, boot = %s, next_seq = %s, "
+                "buf_depth = %s, buf_oldest_s = %s, buf_drops = %s, health = %s, "
+                "status_at = timestamptz 'epoch' + %s * interval '1 millisecond' "
+                "WHERE device_id = %s AND (boot IS NULL OR (boot, next_seq) <= (%s, %s))",
+                (s["hw"], s["fw"], s["state"], s["reset"], s["boot"], s["seq"], s["buf"]["depth"],
+                 s["buf"]["oldest_s"], s["buf"]["drops"], json.dumps(s["health"]), recv_ms, dev,
+                 s["boot"], s["seq"]))
+
+    @staticmethod
+    def _quarantine(cur, entries):
+        if entries:
+            cur.executemany(
+                "INSERT INTO quarantine (recv_ts, last_recv, topic, device_id, code, reason, payload, digest) "
+                "VALUES (timestamptz 'epoch' + %s * interval '1 millisecond', "
+                "timestamptz 'epoch' + %s * interval '1 millisecond', %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (digest) DO UPDATE SET times = quarantine.times + 1, "
+                "last_recv = GREATEST(quarantine.last_recv, EXCLUDED.last_recv)",
+                [(ms, ms, _clean(topic), _clean(dev), code, reason, payload, digest)
+                 for digest, (ms, topic, dev, code, reason, payload) in entries.items()])
+
+
+def _clean(s):
+    # PostgreSQL text cannot hold NUL; keep everything else as received.
+    return None if s is None else s.replace("\x00", "\\x00")
