@@ -1,0 +1,148 @@
+"""`edge-agent`: the Raspberry Pi edge agent: vibration features and waveforms to the collector, losing nothing."""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from fieldwatch import config as cfg
+from edge_agent import config as agent_config
+
+EPILOG = """commands:
+  run       (default) sample, compute features, buffer in the outbox and send until SIGTERM/Ctrl-C;
+            on SIGTERM it stops sampling, keeps sending for outbox.exit_drain_s, then exits
+  config    print the effective configuration and exit
+
+exit status: 0 stopped cleanly, 1 could not start (state directory, outbox, sensor), 2 bad configuration
+
+settings (TOML file sections and keys; environment variables override the file, flags override both):
+""" + agent_config.describe()
+
+
+def main(argv=None):
+    """Entry point of the `edge-agent` console script."""
+    p = argparse.ArgumentParser(prog="edge-agent", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", nargs="?", default="run", choices=("run", "config"))
+    p.add_argument("-c", "--config", metavar="FILE", default=os.environ.get("EDGE_AGENT_CONFIG"),
+                   help="TOML config file (default: none, or $EDGE_AGENT_CONFIG)")
+    p.add_argument("--device-id", metavar="ID", help="device id (overrides device.id)")
+    p.add_argument("--hardware", choices=("real", "sim"), help="real ADXL345 or simulated chip (overrides sensor.hardware)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="boot counter and outbox directory (overrides outbox.state_dir, default %s)"
+                   % agent_config.DEFAULT_STATE_DIR)
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail (every stored and sent batch)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("paho").setLevel(logging.WARNING)
+    try:
+        conf = agent_config.load(args.config, overrides={
+            ("device", "id"): args.device_id, ("sensor", "hardware"): args.hardware,
+            ("outbox", "state_dir"): args.state_dir})
+    except cfg.ConfigError as e:
+        print("edge-agent: configuration error: %s" % e, file=sys.stderr)
+        return 2
+    if args.command == "config":
+        for section, values in conf.items():
+            print("[%s]" % section)
+            for k, v in values.items():
+                print("%s = %r" % (k, v))
+        return 0
+    rc, action = run(conf)
+    if action == "reboot":
+        # The reboot command: start over in a fresh process (a new boot of the agent).
+        logging.getLogger("edge_agent").info("restarting the agent process")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "edge_agent.cli"] + list(sys.argv[1:] if argv is None else argv))
+    return rc
+
+
+def open_accelerometer(conf):
+    """The accelerometer (real ADXL345 or the simulated chip), opened at the configured rate and range."""
+    from edge_agent.accel import Accelerometer
+    s = conf["sensor"]
+    acc = Accelerometer.create(hardware=s["hardware"], source=s["sim_source"])
+    acc.open(s["rate_hz"], s["range_g"], s["watermark"])
+    return acc
+
+
+def reset_reason(state_dir, first_start):
+    """Why this process started: power_on (first start), soft (clean exit before), unknown (crash, power cut)."""
+    marker = os.path.join(state_dir, "clean_exit")
+    clean = os.path.exists(marker)
+    if clean:
+        try:
+            os.unlink(marker)
+        except OSError:
+            pass
+    if first_start:
+        return "power_on"
+    return "soft" if clean else "unknown"
+
+
+def run(conf):
+    """Run the agent until SIGTERM/SIGINT; returns (exit status, 'reboot' or None)."""
+    from edge_agent.agent import Agent
+    from edge_agent.keys import KeySource, KeyStateError
+    from edge_agent.outbox import Outbox, OutboxError
+    from edge_agent.uplink import Uplink
+
+    log = logging.getLogger("edge_agent")
+    state_dir = conf["outbox"]["state_dir"]
+    path = os.path.join(state_dir, "outbox.db")
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+        keys = KeySource(state_dir, floor=Outbox.max_boot_in(path))
+        outbox = Outbox(path, keys, conf["outbox"]["max_records"], conf["outbox"]["resend_after_s"])
+    except (KeyStateError, OutboxError, OSError) as e:
+        print("edge-agent: cannot use the state directory %s: %s\n  Set outbox.state_dir or --state-dir to a "
+              "writable directory." % (state_dir, getattr(e, "strerror", None) or e), file=sys.stderr)
+        return 1, None
+    reset = reset_reason(state_dir, keys.first_start)
+    try:
+        accel = open_accelerometer(conf)
+    except ImportError as e:
+        print("edge-agent: the accelerometer driver is missing: %s\n  Install the agent extras: "
+              "pip install 'fieldwatch[agent]'" % e, file=sys.stderr)
+        outbox.close()
+        return 1, None
+    except (OSError, ValueError, RuntimeError) as e:
+        print("edge-agent: cannot open the %s accelerometer: %s" % (conf["sensor"]["hardware"], e), file=sys.stderr)
+        outbox.close()
+        return 1, None
+    m = conf["mqtt"]
+    dev = conf["device"]["id"]
+
+    def make_uplink(status_payload, on_ack, on_command):
+        return Uplink(m["url"], dev, status_payload, on_ack, on_command, client_id=m["client_id"] or dev,
+                      keepalive_s=m["keepalive_s"], session_expiry_s=m["session_expiry_s"],
+                      reconnect_min_s=m["reconnect_min_s"], reconnect_max_s=m["reconnect_max_s"],
+                      max_unacked=m["max_unacked"])
+
+    agent = Agent(conf, accel, outbox, keys, make_uplink, reset_reason=reset)
+
+    def on_signal(signum, frame):
+        log.info("signal %d: stopping (draining for up to %.0f s)", signum, conf["outbox"]["exit_drain_s"])
+        agent.stop()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("device %s, boot %d, broker %s, state %s, %s accelerometer at %s Hz", dev, keys.boot,
+             m["url"].split("@")[-1], state_dir, conf["sensor"]["hardware"], conf["sensor"]["rate_hz"])
+    try:
+        agent.run()
+    finally:
+        outbox.close()
+    try:
+        with open(os.path.join(state_dir, "clean_exit"), "w") as f:
+            f.write("clean\n")
+    except OSError:
+        pass
+    log.info("stopped")
+    return 0, agent.exit_action
+
+
+if __name__ == "__main__":
+    sys.exit(main())

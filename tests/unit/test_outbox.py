@@ -1,0 +1,325 @@
+"""The edge agent's record keys and SQLite outbox: keys, batching, confirmation, resend, bounds, crashes."""
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from edge_agent import keys as keys_mod
+from edge_agent.keys import KeySource
+from edge_agent.outbox import Outbox
+from wire import codec
+
+DEV = "pump-07"
+T0 = 1751327990000
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, t=1751327990.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def readings(n, t=T0, tq="ntp", name="temp_c"):
+    return [(t + i, tq, [name, 20.0 + i]) for i in range(n)]
+
+
+def drain(box, **kw):
+    """Every batch next_batch hands out (marking each sent), in order."""
+    out = []
+    while True:
+        b = box.next_batch(**kw)
+        if b is None:
+            return out
+        box.mark_sent(b)
+        out.append(b)
+
+
+@pytest.fixture
+def state(tmp_path):
+    return str(tmp_path / "state")
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+def open_box(state, clock=None, **kw):
+    ks = KeySource(state, floor=Outbox.max_boot_in(os.path.join(state, "outbox.db")))
+    return Outbox(os.path.join(state, "outbox.db"), ks, clock=clock or time.time, **kw)
+
+
+# ---- keys ------------------------------------------------------------------------
+
+def test_keys_boot_increments_once_per_start_and_seq_counts_from_zero(state):
+    a = KeySource(state)
+    assert a.first_start and a.take(3) == (a.boot, 0) and a.take(2) == (a.boot, 3)
+    b = KeySource(state)
+    assert b.boot == a.boot + 1 and not b.first_start
+    assert b.take(1) == (b.boot, 0)
+    assert keys_mod.read_boot(state) == b.boot
+    assert not os.path.exists(os.path.join(state, "boot.tmp"))
+
+
+def test_keys_never_go_below_the_outbox_floor(state):
+    KeySource(state)
+    assert KeySource(state, floor=41).boot == 42
+
+
+def test_keys_unreadable_counter_jumps_above_any_counted_boot(state):
+    KeySource(state)
+    with open(os.path.join(state, "boot"), "w") as f:
+        f.write("garbage")
+    assert KeySource(state, floor=7).boot >= int(time.time())
+
+
+def test_keys_seq_overflow_starts_a_new_boot(state):
+    ks = KeySource(state)
+    ks.seq = keys_mod.MAX_U32 - 1
+    assert ks.take(2) == (ks.boot, keys_mod.MAX_U32 - 1)
+    boot = ks.boot
+    assert ks.take(1) == (boot + 1, 0)
+    assert keys_mod.read_boot(state) == boot + 1
+
+
+# ---- batching ----------------------------------------------------------------------
+
+def test_outbox_enqueue_assigns_consecutive_keys_across_kinds(state):
+    box = open_box(state)
+    boot = box.keys.boot
+    assert box.enqueue("readings", readings(3)) == [(boot, 0), (boot, 1), (boot, 2)]
+    assert box.enqueue("log", [(T0, "ntp", ["info", "hello"])]) == [(boot, 3)]
+    assert box.enqueue("readings", readings(2)) == [(boot, 4), (boot, 5)]
+    assert box.depth() == 6
+
+
+def test_outbox_batches_are_contiguous_runs_of_one_kind(state):
+    box = open_box(state)
+    boot = box.keys.boot
+    box.enqueue("readings", readings(3))
+    box.enqueue("log", [(T0 + 5, "ntp", ["warning", "disk slow"])])
+    box.enqueue("readings", readings(2, t=T0 + 10))
+    box.enqueue("result", [(T0 + 11, "ntp", {"id": "c1", "cmd": "flush", "ok": True})])
+    box.enqueue("wave", [(T0 + 12, "ntp", lambda b, s: codec.encode_wave(DEV, b, s, T0 + 12, "ntp", 800, 0.0039, 2,
+                                                                          3, 2, b"\x01\x00" * 6))])
+    box.enqueue("result", [(T0 + 13, "ntp", {"id": "c2", "cmd": "sleep", "ok": False, "error": "nope"})])
+    batches = drain(box)
+    assert [(b.kind, b.seq, len(b)) for b in batches] == [
+        ("readings", 0, 3), ("log", 3, 1), ("readings", 4, 2), ("result", 6, 1), ("wave", 7, 1), ("result", 8, 1)]
+    # Every payload passes the contract and carries the right keys and times.
+    for b in batches:
+        topic = "fieldwatch/v1/%s/%s" % (DEV, {"readings": "telemetry/readings", "wave": "telemetry/wave"}.get(b.kind, b.kind))
+        d = codec.decode(topic, b.payload(DEV), T0)
+        assert d["boot"] == boot and [r["seq"] for r in d["records"]] == [k[1] for k in b.keys]
+        assert [r["ts"] for r in d["records"]] == [ts for ts, _ in b.items]
+    assert codec.decode("fieldwatch/v1/%s/result" % DEV, batches[5].payload(DEV), T0)["error"] == "nope"
+
+
+def test_outbox_batches_respect_max_records_tq_and_bytes(state):
+    box = open_box(state)
+    box.enqueue("readings", readings(1200))
+    box.enqueue("readings", readings(3, tq="rtc"))
+    sizes = [(len(b), b.tq) for b in drain(box, max_records=500)]
+    assert sizes == [(500, "ntp"), (500, "ntp"), (200, "ntp"), (3, "rtc")]
+    box2 = open_box(state + "2")
+    box2.enqueue("log", [(T0, "ntp", ["info", "x" * 500]) for _ in range(300)])
+    for b in drain(box2):
+        assert len(b.payload(DEV)) <= codec.MAX_PAYLOAD and len(b) < 300
+
+
+def test_outbox_kinds_filter(state):
+    box = open_box(state)
+    box.enqueue("readings", readings(2))
+    box.enqueue("log", [(T0, "ntp", ["info", "a"])])
+    assert [b.kind for b in drain(box, kinds=("log",))] == ["log"]
+    assert [b.kind for b in drain(box)] == ["readings"]
+
+
+# ---- confirmation and resend -------------------------------------------------------
+
+def test_outbox_confirm_deletes_only_covered_keys(state):
+    box = open_box(state)
+    boot = box.keys.boot
+    box.enqueue("readings", readings(10))
+    box.mark_sent(drain(box)[0])
+    assert box.confirm([(boot, 2, 4), (boot, 7, 7), (boot + 1, 0, 100), (boot - 1, 0, 100)]) == 4
+    assert box.keys_held() == [(boot, s) for s in (0, 1, 5, 6, 8, 9)]
+    assert box.depth() == 6
+    assert box.confirm([(boot, 2, 4)]) == 0          # a repeated ack changes nothing
+    assert box.confirm([(boot, 0, 9)]) == 6 and box.depth() == 0
+
+
+def test_outbox_resends_after_timeout_only(state, clock):
+    box = open_box(state, clock, resend_after_s=30)
+    box.enqueue("readings", readings(5))
+    assert len(drain(box)) == 1
+    clock.t += 29
+    assert box.next_batch() is None
+    clock.t += 2
+    again = box.next_batch()
+    assert again is not None and again.keys == [(box.keys.boot, s) for s in range(5)]
+    assert box.resends == 5
+
+
+def test_outbox_mark_all_unsent_resends_everything_as_backlog(state, clock):
+    box = open_box(state, clock)
+    boot = box.keys.boot
+    box.enqueue("readings", readings(4))
+    drain(box)
+    assert box.mark_all_unsent() == 4
+    box.enqueue("readings", readings(2, t=T0 + 100))         # made after the reconnect: live
+    b = box.next_batch()
+    assert b.live and b.keys == [(boot, 4), (boot, 5)]
+    box.mark_sent(b)
+    assert box.next_batch(backlog_records=0) is None         # backlog held back
+    b = box.next_batch(backlog_records=3)
+    assert not b.live and b.keys == [(boot, 0), (boot, 1), (boot, 2)]
+
+
+def test_outbox_live_records_come_before_backlog(state, clock):
+    box = open_box(state, clock)
+    box.enqueue("readings", readings(3))
+    box.close()
+    box = open_box(state, clock)                              # earlier boot: backlog
+    boot = box.keys.boot
+    box.enqueue("readings", readings(2))
+    first = box.next_batch()
+    assert first.live and first.boot == boot
+    box.mark_sent(first)
+    second = box.next_batch()
+    assert not second.live and second.boot == boot - 1
+    # live_first=False: strictly oldest first.
+    box.mark_all_unsent()
+    assert box.next_batch(live_first=False).boot == boot - 1
+
+
+# ---- bounds and persistence -----------------------------------------------------
+
+def test_outbox_full_drops_oldest_and_counts_persistently(state):
+    box = open_box(state, max_records=10)
+    boot = box.keys.boot
+    box.enqueue("readings", readings(8))
+    box.enqueue("readings", readings(5))
+    assert box.depth() == 10 and box.drops == 3 and box.drops_since_open == 3
+    assert box.keys_held()[0] == (boot, 3)
+    box.close()
+    box = open_box(state, max_records=10)
+    assert box.drops == 3 and box.drops_since_open == 0 and box.depth() == 10
+    box.enqueue("readings", readings(1))
+    assert box.drops == 4
+
+
+def test_outbox_enqueue_is_fsynced_bookkeeping_is_not(state):
+    box = open_box(state)
+    sync = lambda: box._db.execute("PRAGMA synchronous").fetchone()[0]
+    assert box._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    box.enqueue("readings", readings(3))
+    assert sync() == 2                                        # FULL: the WAL is fsynced at commit
+    box.mark_sent(box.next_batch())
+    assert sync() == 1                                        # NORMAL: losing this only means a resend
+    box.confirm([(box.keys.boot, 0, 0)])
+    assert sync() == 1
+    box.enqueue("readings", readings(1))
+    assert sync() == 2
+
+
+def test_outbox_reopen_keeps_every_record_and_resends_sent_ones(state):
+    box = open_box(state)
+    boot = box.keys.boot
+    box.enqueue("readings", readings(20))
+    box.enqueue("features", [(T0, "ntp", {"len_ms": 1000, "rate_hz": 800, "n": 800,
+                                          "x": {"rms": 0.1, "peak": 0.3, "crest": 3.0, "dom_hz": 30}})])
+    drain(box)
+    box.close()
+    box = open_box(state)
+    assert box.keys.boot == boot + 1 and box.depth() == 21
+    assert box.counts() == {"pending": 21}
+    assert [(b.kind, b.boot, len(b)) for b in drain(box)] == [("readings", boot, 20), ("features", boot, 1)]
+
+
+def test_outbox_oldest_age(state, clock):
+    box = open_box(state, clock)
+    assert box.oldest_age_s() == 0
+    box.enqueue("readings", readings(1))
+    clock.t += 12.5
+    box.enqueue("readings", readings(1))
+    assert box.oldest_age_s() == pytest.approx(12.5)
+
+
+def test_outbox_rejects_bad_bodies(state):
+    box = open_box(state)
+    with pytest.raises(ValueError):
+        box.enqueue("telemetry", readings(1))
+    with pytest.raises(TypeError):
+        box.enqueue("features", [(T0, "ntp", {"dt": 0, "n": 1})])
+    with pytest.raises(ValueError):
+        box.enqueue("readings", readings(1, tq="gpsd"))
+    assert box.depth() == 0
+
+
+# ---- crashes ------------------------------------------------------------------------
+
+WRITER = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, %(root)r)
+    from edge_agent.keys import KeySource
+    from edge_agent.outbox import Outbox
+    path = os.path.join(%(state)r, "outbox.db")
+    box = Outbox(path, KeySource(%(state)r, floor=Outbox.max_boot_in(path)))
+    print("ready", flush=True)
+    i = 0
+    while True:
+        n = 1 + i %% 40
+        ks = box.enqueue("readings", [(1751327990000 + i, "ntp", ["temp_c", float(i)])] * n)
+        if i %% 7 == 0:                                           # deletes happen too
+            print("confirming", ks[0][0], ks[0][1], flush=True)
+            box.confirm([(ks[0][0], ks[0][1], ks[0][1])])
+            print("confirmed", ks[0][0], ks[0][1], flush=True)
+        print("committed", ks[0][0], ks[0][1], ks[-1][1], flush=True)
+        i += 1
+""")
+
+
+def test_outbox_survives_sigkill_while_enqueuing(state):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    os.makedirs(state)
+    committed, confirming, confirmed = set(), set(), set()
+    rng = random.Random(7)
+    for round_ in range(4):
+        p = subprocess.Popen([sys.executable, "-c", WRITER % {"root": root, "state": state}],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.1, 0.5))
+        p.send_signal(signal.SIGKILL)
+        out, _ = p.communicate(timeout=10)
+        for line in out.split("\n")[:-1]:                      # a torn last line is ignored
+            parts = line.split()
+            if len(parts) == 4 and parts[0] == "committed":
+                b, lo, hi = int(parts[1]), int(parts[2]), int(parts[3])
+                committed.update((b, s) for s in range(lo, hi + 1))
+            elif len(parts) == 3 and parts[0] in ("confirming", "confirmed"):
+                (confirming if parts[0] == "confirming" else confirmed).add((int(parts[1]), int(parts[2])))
+        db = sqlite3.connect(os.path.join(state, "outbox.db"))
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        held = set(db.execute("SELECT boot, seq FROM records").fetchall())
+        db.close()
+        # Every record reported committed is there unless a confirmation was under way for it;
+        # a confirmation reported done really deleted it.
+        assert committed - confirming <= held
+        assert not (held & confirmed)
+        # Within each boot the keys run from 0 without gaps, except confirmed ones.
+        for boot in {b for b, _ in held}:
+            seqs = {s for b, s in held | confirming if b == boot}
+            assert seqs == set(range(max(seqs) + 1)), "gap in boot %d" % boot
+    assert len({b for b, _ in committed}) == 4 and len(committed) > 100
