@@ -1,0 +1,298 @@
+# The application: sample -> features per window -> outbox -> MQTT, plus GPS fixes,
+# waveform blocks, commands and the watchdog.
+#
+# One cooperative loop (no threads, no asyncio), each step short:
+#   feed the watchdog
+#   drain the ADXL345 FIFO into the window buffer  (no allocation, every <= 20 ms)
+#   window full -> features record into the outbox (+ a waveform block when due)
+#   read the GPS UART (rxbuf 512 B covers 0.5 s at 9600 baud) -> fixes, GPS time
+#   Wi-Fi / MQTT (re)connect when their backoff allows; NTP when the clock is unset
+#   send a few outbox records (QoS 1), handle incoming acks and commands
+# Budget: at 800 Hz the FIFO (32 entries) fills in 40 ms; sending is capped at
+# SEND_PER_STEP records per step so a backlog never starves sampling.
+#
+# Records keys are (boot, seq); time stamps come from clock.Clock (tq none/rtc/ntp/gps).
+
+import gc
+import sys
+import time
+
+import machine
+
+import bootcount
+import clock as clockmod
+import safemode
+from adxl345 import ADXL345, SCALE_G
+from features import Features
+from mqtt import Link
+from nmea import NMEAParser
+from ring import Ring
+from wire import codec
+
+FW_VERSION = "0.1.0"
+HW = "esp32-devkitc"
+SEND_PER_STEP = 8
+FIX_BATCH = 10          # fixes per fix record (one per second from most receivers)
+HEALTHY_AFTER_MS = 60000
+NTP_EVERY_MS = 6 * 3600 * 1000
+
+_RESET_NAMES = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deep_sleep", 5: "soft"}
+
+
+class App:
+    """The device: build with a validated config; step() once per loop iteration."""
+
+    def __init__(self, cfg, data_dir="/", wifi=None):
+        self.cfg = cfg
+        self.dev = cfg["device_id"]
+        self.boot = bootcount.next_boot(data_dir + "bootcount")
+        self.keys = bootcount.Keys(self.boot)
+        self.clock = clockmod.Clock()
+        self.clock.from_rtc()
+        seg = 8192
+        self.outbox = Ring(data_dir + "outbox", segment_bytes=seg,
+                           max_segments=max(2, cfg["outbox_kb"] * 1024 // seg))
+        self.reset = _RESET_NAMES.get(machine.reset_cause(), "unknown")
+        # sensor
+        i2c = machine.I2C(0, scl=machine.Pin(cfg["i2c_scl"]), sda=machine.Pin(cfg["i2c_sda"]),
+                          freq=400000)
+        self.adxl = ADXL345(i2c, rate_hz=cfg["rate_hz"], range_g=cfg["range_g"], watermark=16)
+        self._alloc_window()
+        self.features = Features()
+        # GPS
+        self.uart = machine.UART(2, baudrate=cfg["gps_baud"], tx=cfg["gps_tx"], rx=cfg["gps_rx"],
+                                 rxbuf=512)
+        self.gps = NMEAParser()
+        self.fixes = []
+        # network
+        self.wifi = wifi
+        self.link = Link(self.dev, cfg["broker_host"], cfg["broker_port"], cfg.get("mqtt_user"), cfg.get("mqtt_password"),
+                         keepalive=60, timeout_s=5)
+        self.wdt = machine.WDT(timeout=cfg["wdt_ms"])
+        self.started = time.ticks_ms()
+        self.healthy = False
+        self.sleep_until = None
+        self.capture_n = 0
+        self.last_wave = time.ticks_ms()
+        self.last_ntp = None
+        self.windows = 0
+
+    def _alloc_window(self):
+        # one window of raw entries, allocated when the rate changes (never per sample)
+        n = int(self.adxl.rate_hz * self.cfg["window_s"])
+        n = max(16, min(n, 1024))  # <= 6 KB of heap
+        self.window_n = n
+        self.window = None
+        gc.collect()
+        self.window = bytearray(6 * n)
+        self.filled = 0
+        self.window_t0 = None
+
+    # ---- records -----------------------------------------------------------------------
+    def _store(self, kind, n, encode):
+        # encode(seq, t0, tq) -> payload; key (boot, seq .. seq+n-1)
+        seq = self.keys.take(n)
+        tq, t0 = self.clock.now()
+        self.outbox.append(kind, self.boot, seq, n, encode(seq, t0, tq))
+
+    def status(self, state):
+        """Encoded status message (birth, will, health)."""
+        tq, t0 = self.clock.now()
+        ob = self.outbox
+        health = {"overruns": self.adxl.overruns, "windows": self.windows,
+                  "nmea_bad": self.gps.bad_checksum, "torn": ob.torn,
+                  "reconnects": self.link.connects, "mem_free": gc.mem_free()}
+        return codec.encode_status(self.dev, self.boot, self.keys.seq, t0, tq, state, FW_VERSION,
+                                   HW, self.reset, ob.depth(), 0, ob.drops, health)
+
+    # ---- sampling ----------------------------------------------------------------------
+    def sample(self):
+        """Drain the FIFO; at a full window store its features (and a wave block if due)."""
+        if self.sleep_until is not None:
+            return
+        if self.filled == 0:
+            self.window_t0 = self.clock.now()
+        self.filled += self.adxl.drain(self.window, self.filled, self.window_n - self.filled)
+        if self.filled < self.window_n:
+            return
+        n = self.filled
+        self.filled = 0
+        rate = self.adxl.rate_hz
+        f = self.features.window(self.window, n, rate, SCALE_G)
+        tq0, t0 = self.window_t0
+        rec = {"dt": 0, "len_ms": int(n * 1000 / rate), "rate_hz": rate, "n": n,
+               "x": f["x"], "y": f["y"], "z": f["z"]}
+        self.windows += 1
+        self._store("features", 1, lambda seq, _t, _q: codec.encode_features(
+            self.dev, self.boot, seq, t0, tq0, [rec]))
+        every = self.cfg["wave_every_s"]
+        if self.capture_n or (every and time.ticks_diff(time.ticks_ms(), self.last_wave) >= every * 1000):
+            self._wave(self.capture_n or self.cfg["wave_samples"], t0, tq0)
+
+    def _wave(self, n, t0, tq):
+        n = min(n, self.window_n)
+        self.capture_n = 0
+        self.last_wave = time.ticks_ms()
+        samples = memoryview(self.window)[:6 * n]
+        self._store("wave", 1, lambda seq, _t, _q: codec.encode_wave(
+            self.dev, self.boot, seq, t0, tq, self.adxl.rate_hz, SCALE_G, self.adxl.range_g,
+            3, n, samples))
+
+    # ---- GPS ---------------------------------------------------------------------------
+    def read_gps(self):
+        """Feed waiting UART bytes to the parser; GPS time sets the clock; batch fixes."""
+        data = self.uart.read(512)
+        if not data:
+            return
+        self.gps.feed(data)
+        while True:
+            fx = self.gps.pop()
+            if fx is None:
+                break
+            self.clock.from_gps(fx)
+            self.fixes.append(fx)
+        if len(self.fixes) >= FIX_BATCH:
+            self._store_fixes()
+
+    def _store_fixes(self):
+        fixes = self.fixes
+        self.fixes = []
+        tq, now = self.clock.now()
+        t0 = fixes[0]["time_ms"] if tq != "none" and fixes[0]["time_ms"] else now
+        out = []
+        for fx in fixes:
+            w = {"dt": (fx["time_ms"] - t0) if (tq != "none" and fx["time_ms"]) else 0,
+                 "mode": fx["mode"], "lat_e7": fx["lat_e7"], "lon_e7": fx["lon_e7"]}
+            for k in ("alt_mm", "speed_mmps", "track_cdeg", "sats"):
+                if fx.get(k) is not None:
+                    w[k] = fx[k]
+            out.append(w)
+        self._store("fix", len(out), lambda seq, _t, _q: codec.encode_fixes(
+            self.dev, self.boot, seq, t0, tq, out))
+
+    # ---- network -----------------------------------------------------------------------
+    def network(self):
+        """Keep Wi-Fi, MQTT and the clock up; send some records; handle acks/commands."""
+        if self.wifi is not None and not self.wifi.ensure():
+            return
+        link = self.link
+        if not link.connected:
+            if not link.due():
+                return
+            if link.connect(self.status("offline"), self.status("online")):
+                print("mqtt: connected (boot %d)" % self.boot)
+                self.outbox.rewind()  # everything unconfirmed goes again
+            else:
+                return
+        q, _ = self.clock.now()
+        if (q in ("none", "rtc") and (self.last_ntp is None or
+                                      time.ticks_diff(time.ticks_ms(), self.last_ntp) > NTP_EVERY_MS)):
+            self.last_ntp = time.ticks_ms()
+            if self.cfg.get("ntp_host"):
+                self.clock.sync_ntp(self.cfg["ntp_host"], retries=2, timeout_s=1)
+        for _ in range(SEND_PER_STEP):
+            rec = self.outbox.next_to_send()
+            if rec is None:
+                break
+            kind, boot, seq, n, payload = rec
+            if not link.publish(kind, payload):
+                return
+        link.poll()
+        while link.inbox:
+            m = link.inbox.pop(0)
+            if m["kind"] == "ack":
+                self.outbox.confirm(m["ranges"])
+            elif m["kind"] == "cmd":
+                self.command(m)
+
+    def command(self, m):
+        """Run one command; its result is a record of its own (kind 'result')."""
+        name = m["cmd"]
+        args = m["args"]
+        ok = True
+        detail = None
+        error = None
+        try:
+            if name == "set_rate":
+                self.adxl.configure(args["hz"], self.adxl.range_g)
+                self._alloc_window()
+            elif name == "set_range":
+                self.adxl.configure(self.adxl.rate_hz, args["g"])
+            elif name == "sleep":
+                self.adxl.standby()
+                self.sleep_until = time.ticks_add(time.ticks_ms(), 1000 * args.get("s", 3600))
+            elif name == "wake":
+                self._wake()
+            elif name == "capture":
+                self.capture_n = args.get("n", self.cfg["wave_samples"])
+                detail = {"n": min(self.capture_n, self.window_n)}
+            elif name == "flush":
+                if self.fixes:
+                    self._store_fixes()
+                self.outbox.rewind()
+                detail = {"depth": self.outbox.depth()}
+            elif name == "reboot":
+                pass  # after the result is stored
+        except Exception as e:
+            ok = False
+            error = "%s: %s" % (type(e).__name__, e)
+        self._store("result", 1, lambda seq, t0, tq: codec.encode_result(
+            self.dev, self.boot, seq, t0, tq, m["id"], name, ok, detail, error))
+        if name == "reboot" and ok:
+            self.network()  # try to get the result out first
+            machine.reset()
+
+    def _wake(self):
+        self.sleep_until = None
+        self.adxl.wake()
+        self.filled = 0
+
+    # ---- loop --------------------------------------------------------------------------
+    def step(self):
+        """One loop iteration (a few ms)."""
+        self.wdt.feed()
+        if self.sleep_until is not None and time.ticks_diff(time.ticks_ms(), self.sleep_until) >= 0:
+            self._wake()
+        self.sample()
+        self.read_gps()
+        self.network()
+        if not self.healthy and time.ticks_diff(time.ticks_ms(), self.started) > HEALTHY_AFTER_MS:
+            self.healthy = True
+            safemode.healthy()
+
+    def run(self, duration_ms=None):
+        """Loop forever (or for duration_ms); sleeps briefly when the FIFO is far from full."""
+        t0 = time.ticks_ms()
+        while duration_ms is None or time.ticks_diff(time.ticks_ms(), t0) < duration_ms:
+            self.step()
+            time.sleep_ms(5)
+
+
+def main(config_path="/config.json", data_dir="/"):
+    """Board entry point (main.py): config, Wi-Fi, then the loop forever."""
+    import config as configmod
+    try:
+        cfg = configmod.load(config_path)
+    except configmod.ConfigError:
+        print("config invalid: not starting (fix it with mpremote, then reset)")
+        return
+    # the schema is only needed at boot: give its ~9 KB back to the heap
+    del configmod
+    del sys.modules["config"]
+    gc.collect()
+    wifi = None
+    try:
+        import network  # noqa: F401
+        from wifi import WiFi
+        wifi = WiFi(cfg["wifi_ssid"], cfg["wifi_password"])
+    except ImportError:
+        pass
+    app = App(cfg, data_dir, wifi)
+    print("fieldwatch %s: device %s boot %d" % (FW_VERSION, app.dev, app.boot))
+    try:
+        app.run()
+    except KeyboardInterrupt:
+        app.link.close(app.status("offline"))
+    except Exception as e:
+        sys.print_exception(e)
+        raise

@@ -1,0 +1,278 @@
+# MQTT link: a thin policy layer over micropython-lib's umqtt.simple.MQTTClient.
+#
+# Uses only API shared by umqtt.simple 1.3.4 (PyPI) and the current micropython-lib
+# version: MQTTClient(client_id, server, port, user, password, keepalive),
+# set_callback, set_last_will, connect(clean_session), publish, subscribe,
+# check_msg, ping, disconnect, and the `pid` and `sock` attributes. What we add:
+#
+# - One write per packet, TCP_NODELAY: umqtt writes a PUBLISH in four small
+#   writes; with Nagle + delayed ACKs each QoS 1 publish then costs ~40 ms (22 msg/s).
+#   Its socket is wrapped (_Sock): writes are gathered in a buffer and sent with one
+#   send when umqtt next reads (or we flush), and TCP_NODELAY is set as well.
+# - A PUBACK timeout: umqtt blocks in publish() until the PUBACK, and its wait_msg()
+#   calls setblocking(True), which would drop any timeout we set. The wrapper maps
+#   setblocking(True) to settimeout(timeout_s), so a lost PUBACK raises OSError
+#   (ETIMEDOUT) after timeout_s; we then treat the connection as lost.
+# - Packet ids within 1..65535: umqtt only ever increments `pid`, so publish
+#   65,536 carries id 0 and the broker disconnects (micropython-lib issue 94). We
+#   reset `pid` to 0 before it passes 65535; the next packet then carries 1.
+# - Reconnect with exponential backoff and jitter; birth and last-will status
+#   messages (retained, QoS 1); subscription to our `cmd` and `ack` topics.
+#
+# Incoming messages are decoded with wire.codec and queued in `inbox`; they are
+# never acted on inside umqtt's callback (which may run in the middle of publish()).
+
+import socket as _socket
+import time
+
+try:
+    import random
+except ImportError:  # pragma: no cover
+    random = None
+
+from wire import codec, topics
+
+_IPPROTO_TCP = getattr(_socket, "IPPROTO_TCP", 6)   # same value in Linux and lwIP
+_TCP_NODELAY = getattr(_socket, "TCP_NODELAY", 1)
+_MAX_PID = 65535
+_INBOX_MAX = 32
+
+
+class _Sock:
+    """umqtt's socket, with gathered writes and a read timeout that survives setblocking(True)."""
+
+    def __init__(self, sock, timeout_s):
+        self._s = sock
+        self._timeout = timeout_s
+        self._out = bytearray()
+        sock.settimeout(timeout_s)
+        try:
+            sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass  # the gathered writes are enough on their own
+
+    def connect(self, addr):
+        self._s.connect(addr)
+
+    def write(self, buf, n=None):
+        if n is None:
+            self._out.extend(buf)
+        else:
+            self._out.extend(memoryview(buf)[:n])
+        return len(buf) if n is None else n
+
+    def flush(self):
+        """Send everything gathered so far, in one send where the stack allows."""
+        out = self._out
+        if out:
+            mv = memoryview(out)
+            sent = 0
+            while sent < len(out):
+                k = self._s.write(mv[sent:])
+                if k is None:  # would block on a non-blocking socket
+                    self._s.settimeout(self._timeout)
+                    continue
+                sent += k
+            self._out = bytearray()
+
+    def read(self, n):
+        self.flush()
+        return self._s.read(n)
+
+    def setblocking(self, flag):
+        self.flush()
+        if flag:
+            self._s.settimeout(self._timeout)
+        else:
+            self._s.setblocking(False)
+
+    def settimeout(self, t):
+        self._s.settimeout(self._timeout if t is None else t)
+
+    def close(self):
+        try:
+            self.flush()
+        finally:
+            self._s.close()
+
+
+class _SocketModule:
+    """Stands in for the `socket` module inside umqtt.simple, so its socket is a _Sock."""
+
+    def __init__(self, timeout_s):
+        self.timeout_s = timeout_s
+
+    def socket(self, *args):
+        return _Sock(_socket.socket(*args), self.timeout_s)
+
+    def getaddrinfo(self, *args):
+        return _socket.getaddrinfo(*args)
+
+
+def backoff_ms(attempt, lo_ms, hi_ms):
+    """Delay before reconnect attempt `attempt` (0, 1, ...): exponential, capped, half jittered."""
+    d = lo_ms << min(attempt, 16)
+    if d > hi_ms:
+        d = hi_ms
+    half = d // 2
+    if random is not None and half > 0:
+        return half + random.getrandbits(16) % (half + 1)
+    return d
+
+
+class Link:
+    """MQTT session for one device: connect(), publish(), poll(); inbox of commands/acks."""
+
+    def __init__(self, dev, host, port=1883, user=None, password=None, keepalive=60,
+                 timeout_s=5, backoff_lo_ms=500, backoff_hi_ms=60000, client_cls=None):
+        self.dev = dev
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.keepalive = keepalive
+        self.timeout_s = timeout_s
+        self.backoff_lo_ms = backoff_lo_ms
+        self.backoff_hi_ms = backoff_hi_ms
+        if client_cls is None:
+            from umqtt import simple
+            simple.socket = _SocketModule(timeout_s)
+            client_cls = simple.MQTTClient
+        self._cls = client_cls
+        self.client = None
+        self.connected = False
+        self.attempts = 0
+        self._next_try = time.ticks_ms()
+        self._last_io = time.ticks_ms()
+        self.inbox = []
+        # health counters
+        self.connects = 0
+        self.disconnects = 0
+        self.published = 0
+        self.bad_messages = 0
+        self.cmd_topic = topics.topic(dev, "cmd")
+        self.ack_topic = topics.topic(dev, "ack")
+        self.status_topic = topics.topic(dev, "status")
+
+    # ---- session ------------------------------------------------------------------------
+    def due(self):
+        """True when a (re)connect attempt is allowed now (backoff elapsed)."""
+        return time.ticks_diff(time.ticks_ms(), self._next_try) >= 0
+
+    def connect(self, will, birth):
+        """Try to connect (if the backoff allows): will/birth are encoded status payloads."""
+        if self.connected:
+            return True
+        if not self.due():
+            return False
+        c = self._cls(self.dev, self.host, self.port, self.user, self.password, self.keepalive)
+        c.set_callback(self._on_message)
+        # retained offline status, published by the broker if we vanish
+        c.set_last_will(self.status_topic, will, True, 1)
+        try:
+            # persistent session: commands and acks sent while we were away are queued
+            c.connect(False)
+            self.client = c
+            self.connected = True
+            self._wrap_pid()
+            c.subscribe(self.cmd_topic, 1)
+            self._wrap_pid()
+            c.subscribe(self.ack_topic, 1)
+            self._wrap_pid()
+            c.publish(self.status_topic, birth, True, 1)
+        except Exception as e:  # OSError, MQTTException, AssertionError from umqtt
+            self._lost(e)
+            return False
+        self.attempts = 0
+        self.connects += 1
+        self._last_io = time.ticks_ms()
+        return True
+
+    def _lost(self, err=None):
+        # Close the socket and schedule the next attempt with backoff
+        c = self.client
+        if c is not None and c.sock is not None:
+            try:
+                c.sock.close()
+            except Exception:
+                pass
+        if self.connected:
+            self.disconnects += 1
+        self.connected = False
+        self.client = None
+        delay = backoff_ms(self.attempts, self.backoff_lo_ms, self.backoff_hi_ms)
+        self.attempts += 1
+        self._next_try = time.ticks_add(time.ticks_ms(), delay)
+        if err is not None:
+            print("mqtt: connection lost (%r); retry in %d ms" % (err, delay))
+
+    def close(self, offline=None):
+        """Publish `offline` status (if given) and disconnect cleanly."""
+        if not self.connected:
+            return
+        try:
+            if offline is not None:
+                self.client.publish(self.status_topic, offline, True, 1)
+            self.client.disconnect()
+        except Exception:
+            pass
+        self.connected = False
+        self.client = None
+
+    def _wrap_pid(self):
+        # micropython-lib issue 94: the id after 65535 must be 1, never 0
+        if self.client.pid >= _MAX_PID:
+            self.client.pid = 0
+
+    # ---- traffic ------------------------------------------------------------------------
+    def publish(self, kind, payload, retain=False, qos=1):
+        """Publish on our topic for `kind`; True once PUBACKed (qos 1). False: link lost."""
+        if not self.connected:
+            return False
+        c = self.client
+        try:
+            self._wrap_pid()
+            c.publish(topics.topic(self.dev, kind), payload, retain, qos)
+            if qos == 0:
+                c.sock.flush()
+        except Exception as e:
+            self._lost(e)
+            return False
+        self.published += 1
+        self._last_io = time.ticks_ms()
+        return True
+
+    def poll(self, max_messages=8):
+        """Handle waiting incoming messages (non-blocking) and keepalive pings."""
+        if not self.connected:
+            return
+        c = self.client
+        try:
+            for _ in range(max_messages):
+                if c.check_msg() is None and not self.inbox_grew:
+                    break
+                self.inbox_grew = False
+            c.sock.flush()  # a PUBACK for an incoming QoS 1 message
+            if self.keepalive and time.ticks_diff(time.ticks_ms(), self._last_io) > self.keepalive * 500:
+                c.ping()
+                c.sock.flush()
+                self._last_io = time.ticks_ms()
+        except Exception as e:
+            self._lost(e)
+
+    inbox_grew = False
+
+    def _on_message(self, topic, msg):
+        # Called by umqtt, possibly inside publish(): decode and queue only.
+        self.inbox_grew = True
+        try:
+            t = topic.decode() if isinstance(topic, (bytes, bytearray)) else topic
+            m = codec.decode(t, msg)
+        except Exception as e:
+            self.bad_messages += 1
+            print("mqtt: bad message on %s: %r" % (topic, e))
+            return
+        if len(self.inbox) >= _INBOX_MAX:
+            self.inbox.pop(0)
+            self.bad_messages += 1
+        self.inbox.append(m)

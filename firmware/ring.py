@@ -1,0 +1,280 @@
+# Outbox: a bounded ring of records in append-only segment files (LittleFS on the board).
+#
+# A record is one message to publish: its kind (wire topic kind), its key (boot,
+# seq) and the number of wire records it carries (n: keys seq .. seq+n-1), and the
+# encoded payload. On flash:
+#
+#   u8 magic 0xA5 | u8 kind index | u16 payload length | u32 boot | u32 seq | u16 n
+#   | payload | u32 CRC-32 of everything before it
+#
+# Each record is written with one write() and flushed: after a reset or power loss
+# the last record may be torn; recovery reads each segment up to the first record
+# whose length or CRC does not check and ignores the rest (counted in `torn`).
+# Every boot starts a new segment, so a torn tail is never appended to.
+#
+# Delivery: records go out in order from `head` (oldest unconfirmed). A record is
+# freed only when a delivery confirmation (ack ranges from the collector) covers all
+# its keys; a segment file is deleted when every record in it is freed (that
+# deletion is the only persisted "confirmed" state: after a reset the unconfirmed
+# part of the oldest segment is sent again, and the receiver drops the duplicates
+# by key). Records in flight are resent when the oldest is not confirmed within
+# `resend_ms`, and after every reconnect (rewind()). When the ring is full the
+# oldest segment is dropped: its records are counted in `drops` and reported in the
+# status message.
+#
+# Memory: per segment a 3-item list; per record in flight an 8-item list (at most
+# `window`); payloads are read from flash when sent.
+
+import os
+import struct
+import time
+
+try:
+    from binascii import crc32
+except ImportError:  # pragma: no cover
+    from zlib import crc32
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_MAGIC = const(0xA5)
+_HEAD = "<BBHIIH"
+_HEAD_SIZE = const(14)
+KINDS = ("readings", "fix", "wave", "features", "log", "result")
+MAX_PAYLOAD = const(16384)
+
+
+def _seg_name(d, no):
+    return "%s/%08d.seg" % (d, no)
+
+
+class Ring:
+    """Outbox of records on flash: append(), next_to_send(), confirm(), rewind()."""
+
+    def __init__(self, directory, segment_bytes=8192, max_segments=8, window=16, resend_ms=10000):
+        self.dir = directory
+        self.segment_bytes = segment_bytes
+        self.max_segments = max_segments
+        self.window = window
+        self.resend_ms = resend_ms
+        self.drops = 0      # records dropped because the ring was full
+        self.torn = 0       # segments whose tail failed the length/CRC check at recovery
+        self.appended = 0
+        self.confirmed = 0
+        try:
+            os.mkdir(directory)
+        except OSError:
+            pass
+        # segments: [number, records, bytes], oldest first
+        self._segs = []
+        self._inflight = []  # [seg, offset, boot, seq, n, sent_ms, confirmed, end offset]
+        self._recover()
+        # head: (segment index 0, offset) of the oldest unconfirmed record;
+        # cursor: next record to send. Both start at the oldest record.
+        self._head_off = 0
+        self._cur_seg = 0
+        self._cur_off = 0
+        no = self._segs[-1][0] + 1 if self._segs else 1
+        self._segs.append([no, 0, 0])
+        self._f = open(_seg_name(directory, no), "ab")
+
+    # ---- recovery ------------------------------------------------------------------
+    def _recover(self):
+        names = sorted(x for x in os.listdir(self.dir) if x.endswith(".seg"))
+        for name in names:
+            no = int(name[:-4])
+            recs, good, torn = self._scan(_seg_name(self.dir, no))
+            if torn:
+                self.torn += 1
+            if recs == 0:
+                os.remove(_seg_name(self.dir, no))
+                continue
+            self._segs.append([no, recs, good])
+
+    def _scan(self, path):
+        # Count the valid records of a segment file: (records, valid bytes, torn?)
+        recs = 0
+        off = 0
+        with open(path, "rb") as f:
+            while True:
+                r = self._read_at(f, off)
+                if r is None:
+                    break
+                if r is False:
+                    return recs, off, True
+                recs += 1
+                off = r[0]
+        return recs, off, False
+
+    def _read_at(self, f, off):
+        # The record at offset off: (next offset, kind, boot, seq, n, payload);
+        # None at a clean end, False when torn or corrupt.
+        f.seek(off)
+        head = f.read(_HEAD_SIZE)
+        if not head:
+            return None
+        if len(head) < _HEAD_SIZE or head[0] != _MAGIC:
+            return False
+        magic, kind, length, boot, seq, n = struct.unpack(_HEAD, head)
+        if kind >= len(KINDS) or length > MAX_PAYLOAD:
+            return False
+        body = f.read(length + 4)
+        if len(body) < length + 4:
+            return False
+        crc = crc32(body[:length], crc32(head)) & 0xFFFFFFFF
+        if struct.unpack("<I", body[length:])[0] != crc:
+            return False
+        return (off + _HEAD_SIZE + length + 4, KINDS[kind], boot, seq, n, body[:length])
+
+    # ---- producing -------------------------------------------------------------------
+    def append(self, kind, boot, seq, n, payload):
+        """Store one record durably (one write + flush); drop the oldest segment when full."""
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError("record of %d bytes > %d" % (len(payload), MAX_PAYLOAD))
+        head = struct.pack(_HEAD, _MAGIC, KINDS.index(kind), len(payload), boot, seq, n)
+        crc = crc32(payload, crc32(head)) & 0xFFFFFFFF
+        last = self._segs[-1]
+        if last[2] and last[2] + len(head) + len(payload) + 4 > self.segment_bytes:
+            self._new_segment()
+            last = self._segs[-1]
+        # one write of the whole record: a power cut leaves at most this one torn
+        self._f.write(head + payload + struct.pack("<I", crc))
+        self._f.flush()
+        last[1] += 1
+        last[2] += len(head) + len(payload) + 4
+        self.appended += 1
+
+    def _new_segment(self):
+        self._f.close()
+        no = self._segs[-1][0] + 1
+        self._segs.append([no, 0, 0])
+        self._f = open(_seg_name(self.dir, no), "ab")
+        while len(self._segs) > self.max_segments:
+            self._drop_oldest()
+
+    def _drop_oldest(self):
+        no, recs, size = self._segs[0]
+        # records of that segment already confirmed are not lost: count the rest
+        lost = recs - self._confirmed_in_head_segment()
+        self.drops += lost
+        self._segs.pop(0)
+        self._remove(no)
+        self._inflight = [e for e in self._inflight if e[0] != no]
+        self._head_off = 0
+        if self._cur_seg > 0:
+            self._cur_seg -= 1
+        else:
+            self._cur_off = 0
+
+    def _confirmed_in_head_segment(self):
+        # records before head_off in segment 0 are confirmed; count them by scanning
+        if self._head_off == 0:
+            return 0
+        n = 0
+        off = 0
+        with open(_seg_name(self.dir, self._segs[0][0]), "rb") as f:
+            while off < self._head_off:
+                r = self._read_at(f, off)
+                if not r:
+                    break
+                n += 1
+                off = r[0]
+        return n
+
+    def _remove(self, no):
+        try:
+            os.remove(_seg_name(self.dir, no))
+        except OSError:
+            pass
+
+    # ---- delivering ------------------------------------------------------------------
+    def next_to_send(self, now_ms=None):
+        """The next record to publish as (kind, boot, seq, n, payload), or None.
+
+        None when everything is sent or `window` records await confirmation. When the
+        oldest record in flight is older than resend_ms, sending restarts from it.
+        """
+        if now_ms is None:
+            now_ms = time.ticks_ms()
+        inf = self._inflight
+        if inf and not inf[0][6] and time.ticks_diff(now_ms, inf[0][5]) > self.resend_ms:
+            self.rewind()
+        if len(self._inflight) >= self.window:
+            return None
+        while self._cur_seg < len(self._segs):
+            seg = self._segs[self._cur_seg]
+            if self._cur_seg == len(self._segs) - 1:
+                self._f.flush()
+            with open(_seg_name(self.dir, seg[0]), "rb") as f:
+                r = self._read_at(f, self._cur_off)
+            if not r:
+                if self._cur_seg == len(self._segs) - 1:
+                    return None  # nothing new
+                self._cur_seg += 1
+                self._cur_off = 0
+                continue
+            nxt, kind, boot, seq, n, payload = r
+            self._inflight.append([seg[0], self._cur_off, boot, seq, n, now_ms, False, nxt])
+            self._cur_off = nxt
+            return kind, boot, seq, n, payload
+        return None
+
+    def rewind(self):
+        """Send again everything not yet confirmed (after a reconnect or a timeout)."""
+        self._inflight = []
+        self._cur_seg = 0
+        self._cur_off = self._head_off
+
+    def confirm(self, ranges):
+        """Apply a delivery confirmation: ranges of (boot, first, last); frees covered records."""
+        hit = 0
+        for e in self._inflight:
+            if e[6]:
+                continue
+            boot, first, last = e[2], e[3], e[3] + e[4] - 1
+            for b, lo, hi in ranges:
+                if b == boot and lo <= first and last <= hi:
+                    e[6] = True
+                    hit += 1
+                    break
+        # free the confirmed prefix; delete segments left behind
+        inf = self._inflight
+        while inf and inf[0][6]:
+            e = inf.pop(0)
+            self.confirmed += 1
+            self._advance_head(e)
+        return hit
+
+    def _advance_head(self, e):
+        no, end = e[0], e[7]  # the freed record's end is where the next one starts
+        segs = self._segs
+        self._head_off = end
+        head = segs[0]
+        if head[0] == no and end >= head[2] and len(segs) > 1:
+            # whole oldest segment confirmed: delete it (persisted progress)
+            segs.pop(0)
+            self._remove(no)
+            self._head_off = 0
+            self._cur_seg -= 1
+            if self._cur_seg < 0:
+                self._cur_seg = 0
+                self._cur_off = 0
+
+    # ---- reporting ---------------------------------------------------------------------
+    def depth(self):
+        """Records stored and not yet confirmed (approximate within the head segment)."""
+        n = 0
+        for s in self._segs:
+            n += s[1]
+        return n - self._confirmed_in_head_segment()
+
+    def inflight(self):
+        """Records sent and awaiting confirmation."""
+        return len(self._inflight)
+
+    def close(self):
+        """Close the open segment file."""
+        self._f.close()

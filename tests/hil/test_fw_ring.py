@@ -1,0 +1,135 @@
+"""Firmware outbox (firmware/ring.py) and boot counter (firmware/bootcount.py) on
+MicroPython with a 100 KB heap, on a real directory standing in for LittleFS."""
+
+import pytest
+
+from harness.micropython import compile_mpy
+
+
+@pytest.fixture(scope="module")
+def fw_path(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mpy")
+    compile_mpy(out, packages=("firmware", "wire"))
+    return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
+
+
+def run(micropython, fw_path, tmp_path, code):
+    r = micropython(code, heapsize="100K", path=fw_path, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_fw_ring_confirm_frees_and_reset_resends_unconfirmed(micropython, fw_path, tmp_path):
+    d = str(tmp_path / "outbox")
+    out = run(micropython, fw_path, tmp_path, """
+from ring import Ring
+r = Ring(%r, segment_bytes=300, max_segments=50, window=8)
+for i in range(20):
+    r.append("readings", 1, i, 1, b"payload-%%02d-" %% i + b"x" * 40)
+sent = []
+while True:
+    m = r.next_to_send(0)
+    if m is None:
+        break
+    sent.append(m[2])
+print("sent", sent)                  # window of 8
+r.confirm([(1, 0, 3), (1, 5, 6)])    # 4 is missing: only 0..3 are freed
+print("inflight", r.inflight(), "depth", r.depth())
+m = r.next_to_send(0)
+print("next", m[2])
+r.close()
+""" % d)
+    lines = out.splitlines()
+    assert lines[0] == "sent [0, 1, 2, 3, 4, 5, 6, 7]"
+    assert lines[1] == "inflight 4 depth 16"
+    assert lines[2] == "next 8"
+    # "reset": a new Ring on the same directory resends from the oldest unconfirmed
+    out = run(micropython, fw_path, tmp_path, """
+from ring import Ring
+r = Ring(%r, segment_bytes=300, max_segments=50, window=100)
+keys = []
+while True:
+    m = r.next_to_send(0)
+    if m is None:
+        break
+    keys.append(m[2])
+    assert m[4].startswith(b"payload-%%02d-" %% m[2])
+print(keys)
+""" % d)
+    keys = eval(out.strip())
+    # a segment holds 4 records of 70 bytes: 0..3 filled the first one, confirmed, so
+    # its file was deleted; everything else comes again, in order, exactly once
+    assert keys == list(range(4, 20))
+
+
+def test_fw_ring_torn_tail_dropped_on_recovery(micropython, fw_path, tmp_path):
+    d = tmp_path / "outbox"
+    run(micropython, fw_path, tmp_path, """
+from ring import Ring
+r = Ring(%r)
+for i in range(5):
+    r.append("fix", 7, i, 1, b"{}" * 20)
+r.close()
+""" % str(d))
+    seg = sorted(d.iterdir())[-1]
+    data = seg.read_bytes()
+    seg.write_bytes(data[:-10])          # power cut in the middle of the last record
+    out = run(micropython, fw_path, tmp_path, """
+from ring import Ring
+r = Ring(%r, window=100)
+keys = []
+while True:
+    m = r.next_to_send(0)
+    if m is None:
+        break
+    keys.append(m[2])
+print(keys, r.torn)
+r.append("fix", 8, 0, 1, b"after")
+m = r.next_to_send(0)
+print(m[1], m[2], m[4])
+""" % str(d))
+    a, b = out.splitlines()
+    assert a == "[0, 1, 2, 3] 1"
+    assert b == "8 0 b'after'"
+
+
+def test_fw_ring_full_drops_oldest_and_counts(micropython, fw_path, tmp_path):
+    out = run(micropython, fw_path, tmp_path, """
+from ring import Ring
+r = Ring(%r, segment_bytes=200, max_segments=3, window=100)
+for i in range(40):
+    r.append("readings", 1, i, 2, b"z" * 30)
+keys = []
+while True:
+    m = r.next_to_send(0)
+    if m is None:
+        break
+    keys.append(m[2])
+print(r.drops, keys[0], keys[-1], len(keys))
+""" % str(tmp_path / "outbox"))
+    drops, first, last, n = map(int, out.split())
+    assert drops > 0 and last == 39 and n == 40 - drops and first == drops
+    print("kept %d of 40 records, dropped %d oldest" % (n, drops))
+
+
+def test_fw_ring_resend_after_timeout(micropython, fw_path, tmp_path):
+    out = run(micropython, fw_path, tmp_path, """
+from ring import Ring
+r = Ring(%r, window=4, resend_ms=1000)
+for i in range(6):
+    r.append("readings", 1, i, 1, b"r")
+a = [r.next_to_send(0)[2] for _ in range(4)]
+print(a, r.next_to_send(500))     # window full, not timed out
+r.confirm([(1, 0, 0)])
+print(r.next_to_send(600)[2])     # 0 freed: room for 4
+print(r.next_to_send(2000)[2])    # record 1 is 2000 ms old: resend from 1
+""" % str(tmp_path / "outbox"))
+    assert out.splitlines() == ["[0, 1, 2, 3] None", "4", "1"]
+
+
+def test_fw_bootcount_one_write_per_boot(micropython, fw_path, tmp_path):
+    code = "import bootcount; print(bootcount.next_boot(%r))" % str(tmp_path / "bc")
+    got = [int(run(micropython, fw_path, tmp_path, code)) for _ in range(3)]
+    assert got == [1, 2, 3]
+    (tmp_path / "bc").write_bytes(b"garbage!")   # corrupt: starts again but never crashes
+    assert int(run(micropython, fw_path, tmp_path, code)) >= 1
