@@ -70,6 +70,7 @@ def main(argv=None):
             b.start()
             services.append(b)
             mqtt_url = b.url
+            say("private Mosquitto at %s (data in %s)" % (mqtt_url, b.dir))
         db_url = os.environ.get("DATABASE_URL")
         if db_url:
             say("using the database from DATABASE_URL")
@@ -80,6 +81,7 @@ def main(argv=None):
             pg.start()
             services.append(pg)
             db_url = pg.create_database("fieldwatch")
+            say("private PostgreSQL at %s (data in %s)" % (db_url, pg.dir))
         port = a.port if not port_is_open("127.0.0.1", a.port) else free_port()
         env = dict(os.environ, MQTT_URL=mqtt_url, DATABASE_URL=db_url, COLLECTOR_WEB_LISTEN="127.0.0.1:%d" % port,
                    COLLECTOR_MQTT_CLIENT_ID="demo-collector")
