@@ -251,3 +251,23 @@ def test_fresh_db_is_new_and_empty(pg_cluster, fresh_db, n):
     for earlier in _seen_dbs:  # dropped after its test
         assert earlier not in others
     _seen_dbs.append(name)
+
+
+def test_postgres_stopped_and_restarted_pool_client_reconnects(pg_cluster, fresh_db):
+    """A clean stop (pg_ctl stop) and start: a pooled client, as the collector's status
+    page uses, fails while the server is down and serves again after, with no restart."""
+    from psycopg_pool import ConnectionPool
+
+    with ConnectionPool(fresh_db, min_size=1, max_size=2, timeout=3,
+                        check=ConnectionPool.check_connection) as pool:
+        with pool.connection() as conn:
+            before = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+        pg_cluster.stop()
+        assert not pg_cluster.running
+        with pytest.raises(psycopg.OperationalError):
+            with pool.connection() as conn:
+                conn.execute("SELECT 1")
+        pg_cluster.start()
+        with pool.connection(timeout=30) as conn:  # the pool retries with backoff
+            after = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
+    assert after > before  # really a new server process, reached by the same client
