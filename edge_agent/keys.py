@@ -10,6 +10,12 @@ keys"). A key is therefore unique across restarts, crashes and power cuts:
 * keys handed out but never committed (the process died first) leave a gap at the
   end of a boot, never a collision.
 
+A first start (no counter file) does not begin at 0 when the system clock is set:
+it begins at the number of seconds since the epoch. A Pi whose SD card was
+re-imaged or whose state directory was wiped then still never reuses a boot
+number it had before (that would make its new records look like duplicates and
+be dropped), unless it had averaged more than one start per second.
+
 If seq would pass 2^32-1 the source moves to a new boot, as the contract demands.
 If the counter file is unreadable (it never is after a completed rename, but a
 disk can be restored from an old image or edited by hand) the source refuses to
@@ -63,6 +69,14 @@ def read_boot(state_dir):
     return value
 
 
+CLOCK_SANE_AFTER = 1577836800  # 2020-01-01T00:00:00Z: before that the clock is not set
+
+
+def first_boot(now):
+    """The boot number of a device's first start: seconds since the epoch if the clock is set, else 0."""
+    return int(now) if CLOCK_SANE_AFTER <= now <= MAX_U32 else 0
+
+
 class KeySource:
     """Hands out (boot, seq) keys; creating one starts a new boot (once per process)."""
 
@@ -83,7 +97,7 @@ class KeySource:
             stored = fallback - 1
         if stored is None:
             self.first_start = True
-            stored = -1
+            stored = first_boot(time.time()) - 1
         if floor is not None and floor > stored:
             log.warning("boot counter %d is behind the outbox (boot %d); continuing above it", stored, floor)
             stored = floor

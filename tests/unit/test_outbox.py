@@ -73,8 +73,21 @@ def test_keys_boot_increments_once_per_start_and_seq_counts_from_zero(state):
 
 
 def test_keys_never_go_below_the_outbox_floor(state):
-    KeySource(state)
-    assert KeySource(state, floor=41).boot == 42
+    first = KeySource(state).boot
+    assert KeySource(state, floor=first + 40).boot == first + 41
+
+
+def test_keys_first_start_takes_the_clock_so_a_wiped_state_never_reuses_a_boot(tmp_path):
+    before = int(time.time())
+    a = KeySource(str(tmp_path / "one"))
+    assert a.first_start and before <= a.boot <= int(time.time())
+    last = KeySource(str(tmp_path / "one")).boot  # a second start: a.boot + 1
+    # the state directory is lost (SD card re-imaged) a few seconds later: the next first
+    # start is still above every boot used (as long as starts averaged < 1 per second)
+    time.sleep(2.05)
+    b = KeySource(str(tmp_path / "two"))
+    assert b.first_start and b.boot > last
+    assert keys_mod.first_boot(1000) == 0  # clock not set: counting starts at 0
 
 
 def test_keys_unreadable_counter_jumps_above_any_counted_boot(state):
