@@ -199,6 +199,9 @@ class Agent:
         """Ask run() to finish: stop sampling, drain for exit_drain_s, disconnect, return."""
         self._stop.set()
 
+    def heartbeat(self):
+        """Called after every healthy pass of the main loop (cli.py points it at the systemd watchdog ping)."""
+
     def run(self):
         """The main loop; returns when stopped, after the shutdown drain."""
         self.sampler.start()
@@ -216,6 +219,7 @@ class Agent:
                 try:
                     next_status, next_reading, next_wave = self._tick(next_status, next_reading, next_wave)
                     failures = 0
+                    self.heartbeat()
                 except Exception:
                     # A bug must not stop the measurements for good; a persistent one ends the process
                     # (and its supervisor restarts it, a new boot).

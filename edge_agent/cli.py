@@ -8,13 +8,21 @@ import sys
 
 from fieldwatch import config as cfg
 from edge_agent import config as agent_config
+from edge_agent import sdnotify, service
 
 EPILOG = """commands:
   run       (default) sample, compute features, buffer in the outbox and send until SIGTERM/Ctrl-C;
             on SIGTERM it stops sampling, keeps sending for outbox.exit_drain_s, then exits
   config    print the effective configuration and exit
+  install-service [--config FILE] [--user USER] [--dry-run] [--unit-dir DIR]
+            install the systemd unit (edge-agent.service) in DIR (default /etc/systemd/system),
+            write a default config to FILE (default /etc/edge-agent/config.toml) if it is absent,
+            then systemctl daemon-reload and enable --now; --dry-run prints what it would do
 
-exit status: 0 stopped cleanly, 1 could not start (state directory, outbox, sensor), 2 bad configuration
+under systemd (Type=notify) the agent sends READY=1 once started, WATCHDOG=1 from its main loop
+(every half $WATCHDOG_USEC) and STOPPING=1 on SIGTERM, to $NOTIFY_SOCKET
+
+exit status: 0 stopped cleanly, 1 could not start (state directory, outbox, sensor) or install, 2 bad configuration
 
 settings (TOML file sections and keys; environment variables override the file, flags override both):
 """ + agent_config.describe()
@@ -24,16 +32,28 @@ def main(argv=None):
     """Entry point of the `edge-agent` console script."""
     p = argparse.ArgumentParser(prog="edge-agent", description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", default="run", choices=("run", "config"))
+    p.add_argument("command", nargs="?", default="run", choices=("run", "config", "install-service"))
     p.add_argument("-c", "--config", metavar="FILE", default=os.environ.get("EDGE_AGENT_CONFIG"),
-                   help="TOML config file (default: none, or $EDGE_AGENT_CONFIG)")
+                   help="TOML config file (default: none, or $EDGE_AGENT_CONFIG; install-service: %s)"
+                   % service.CONFIG_PATH)
     p.add_argument("--device-id", metavar="ID", help="device id (overrides device.id)")
     p.add_argument("--hardware", choices=("real", "sim"), help="real ADXL345 or simulated chip (overrides sensor.hardware)")
     p.add_argument("--state-dir", metavar="DIR",
                    help="boot counter and outbox directory (overrides outbox.state_dir, default %s)"
                    % agent_config.DEFAULT_STATE_DIR)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail (every stored and sent batch)")
+    p.add_argument("--user", metavar="USER", help="install-service: run the service as USER (default: a dynamic user)")
+    p.add_argument("--unit-dir", metavar="DIR", default=service.UNIT_DIR,
+                   help="install-service: where to write the unit (default %(default)s; elsewhere, systemctl is not run)")
+    p.add_argument("--dry-run", action="store_true", help="install-service: print what would be done, change nothing")
     args = p.parse_args(argv)
+    if args.command == "install-service":
+        try:
+            return service.install(args.config or service.CONFIG_PATH, user=args.user, unit_dir=args.unit_dir,
+                                   dry_run=args.dry_run)
+        except service.InstallError as e:
+            print("edge-agent install-service: %s" % e, file=sys.stderr)
+            return 1
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("paho").setLevel(logging.WARNING)
@@ -54,6 +74,7 @@ def main(argv=None):
     if action == "reboot":
         # The reboot command: start over in a fresh process (a new boot of the agent).
         logging.getLogger("edge_agent").info("restarting the agent process")
+        sdnotify.Notifier().notify("RELOADING=1", "STATUS=restarting the agent process (reboot command)")
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, "-m", "edge_agent.cli"] + list(sys.argv[1:] if argv is None else argv))
@@ -123,9 +144,18 @@ def run(conf):
                       max_unacked=m["max_unacked"])
 
     agent = Agent(conf, accel, outbox, keys, make_uplink, reset_reason=reset)
+    notifier = sdnotify.Notifier()
+
+    def heartbeat():
+        # Only a healthy agent pings: the main loop just completed a pass and the sampler thread lives.
+        if agent.sampler.is_alive():
+            notifier.heartbeat(lambda: "boot %d, outbox %d records, broker %s" % (
+                keys.boot, outbox.depth(), "connected" if agent.uplink.connected else "unreachable, buffering"))
+    agent.heartbeat = heartbeat
 
     def on_signal(signum, frame):
         log.info("signal %d: stopping (draining for up to %.0f s)", signum, conf["outbox"]["exit_drain_s"])
+        notifier.stopping("stopping: draining the outbox for up to %.0f s" % conf["outbox"]["exit_drain_s"])
         agent.stop()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -1,0 +1,218 @@
+"""`edge-agent install-service`: install the systemd unit, write a default config, enable the service.
+
+The unit shipped in the package (edge_agent/systemd/edge-agent.service) is a
+complete unit with default values; install() adapts it to this machine:
+
+* ExecStart= runs the `edge-agent` next to the running Python (the venv or
+  system install this command came from) with --config FILE;
+* User=USER with --user, else DynamicUser=yes (systemd makes a throw-away user
+  owning /var/lib/edge-agent; nothing to create);
+* SupplementaryGroups= keeps only the groups this machine has (i2c and gpio
+  exist on Raspberry Pi OS, not on a laptop) and says which it left out;
+* ProtectHome=read-only instead of yes when the agent or its config live under
+  /home, /root or /run/user (with yes the service could not even start).
+
+Then it writes a default config if the file is absent (a present one is kept and
+checked), and runs `systemctl daemon-reload` and `systemctl enable --now` unless
+systemctl is missing, the machine was not booted with systemd, or the unit went
+to a directory other than /etc/systemd/system (--unit-dir, for tests). With
+dry_run nothing is written or run: every step is printed instead.
+"""
+
+import grp
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from importlib import resources
+
+from edge_agent import config as agent_config
+from fieldwatch import config as cfg
+
+UNIT_NAME = "edge-agent.service"
+UNIT_DIR = "/etc/systemd/system"
+CONFIG_PATH = "/etc/edge-agent/config.toml"
+HOME_DIRS = ("/home", "/root", "/run/user")
+
+
+class InstallError(Exception):
+    """A user mistake or an unusable machine: the message says what to do."""
+
+
+def unit_template():
+    """The unit file as shipped in the package."""
+    return resources.files("edge_agent").joinpath("systemd", UNIT_NAME).read_text()
+
+
+def agent_executable():
+    """Path of the `edge-agent` console script for this Python (venv first, then PATH)."""
+    here = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "edge-agent")
+    if os.access(here, os.X_OK):
+        return here
+    found = shutil.which("edge-agent")
+    if found:
+        return os.path.abspath(found)
+    raise InstallError("the edge-agent command is not installed next to %s nor on PATH; "
+                       "install the package first: pip install 'fieldwatch[agent]'" % sys.executable)
+
+
+def _quote(word):
+    # systemd command-line quoting: plain if safe, else double quotes with \ and " escaped.
+    if word and not re.search(r'[\s"\'\\$;%]', word):
+        return word
+    return '"%s"' % word.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$").replace("%", "%%")
+
+
+def _under_home(path):
+    path = os.path.abspath(path)
+    return any(path == d or path.startswith(d + "/") for d in HOME_DIRS)
+
+
+def _group_exists(name):
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def render_unit(template, executable, config_path, user=None, group_exists=_group_exists):
+    """(unit text, [notes]) for this machine; see the module docstring."""
+    notes = []
+    out = []
+    for line in template.splitlines():
+        key = line.split("=", 1)[0] if "=" in line and not line.startswith("#") else None
+        if key == "ExecStart":
+            line = "ExecStart=%s run --config %s --state-dir ${STATE_DIRECTORY}" % (
+                _quote(executable), _quote(os.path.abspath(config_path)))
+        elif key == "DynamicUser" and user:
+            line = "User=%s" % user
+        elif key == "SupplementaryGroups":
+            wanted = line.split("=", 1)[1].split()
+            have = [g for g in wanted if group_exists(g)]
+            missing = [g for g in wanted if g not in have]
+            if missing:
+                notes.append("groups %s do not exist on this machine: left out of SupplementaryGroups "
+                             "(the agent cannot reach those devices here)" % ", ".join(missing))
+            line = "SupplementaryGroups=%s" % " ".join(have) if have else "# SupplementaryGroups=%s (none exist here)" % (
+                " ".join(wanted))
+        elif key == "ProtectHome" and (_under_home(executable) or _under_home(config_path)):
+            line = "ProtectHome=read-only"
+            notes.append("the agent or its config lives under %s: ProtectHome=read-only instead of yes"
+                         % "/".join(d.strip("/") for d in HOME_DIRS))
+        out.append(line)
+    return "\n".join(out) + "\n", notes
+
+
+def default_device_id(hostname=None):
+    """A valid device id made from the host name ('Pi-Pump 3.local' -> 'pi-pump-3')."""
+    name = (hostname or socket.gethostname()).split(".")[0].lower()
+    name = re.sub(r"[^a-z0-9_-]+", "-", name).strip("-_")[:32]
+    return name or "edge-agent"
+
+
+def default_config(device_id):
+    """The TOML text of a fresh /etc/edge-agent/config.toml."""
+    return """# Fieldwatch edge agent, written by `edge-agent install-service`.
+# Every section and key, with defaults and environment overrides: `edge-agent --help`.
+# The service keeps its outbox in /var/lib/edge-agent (--state-dir in the unit).
+
+[device]
+id = "%s"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"   # the broker, mqtt[s]://[user:password@]host[:port]
+
+[sensor]
+hardware = "real"               # "sim" for the simulated ADXL345
+""" % device_id
+
+
+def check_config(path):
+    """Load the config file as the service will (no environment overrides); raise InstallError if bad."""
+    try:
+        agent_config.load(path, environ={})
+    except cfg.ConfigError as e:
+        raise InstallError("the config file is not usable by the service: %s\n  Fix it, then run "
+                           "install-service again (edge-agent --help lists every key)." % e) from None
+
+
+def _systemd_running():
+    # sd_booted(3): systemd is PID 1 when this directory exists.
+    return os.path.isdir("/run/systemd/system")
+
+
+def install(config_path=CONFIG_PATH, user=None, unit_dir=UNIT_DIR, dry_run=False, out=print,
+            executable=None):
+    """Install (or with dry_run, describe) the service; raises InstallError with what to do."""
+    if user:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise InstallError("user %r does not exist: create it (useradd --system --no-create-home %s) "
+                               "or leave out --user for a dynamic service user" % (user, user)) from None
+    config_present = os.path.exists(config_path)
+    if config_present:
+        check_config(config_path)        # before anything is written
+    exe = executable or agent_executable()
+    unit_text, notes = render_unit(unit_template(), exe, config_path, user)
+    unit_path = os.path.join(unit_dir, UNIT_NAME)
+    verb = "would write" if dry_run else "writing"
+    for note in notes:
+        out("note: " + note)
+
+    out("%s the unit %s:" % (verb, unit_path))
+    if dry_run:
+        out(unit_text.rstrip("\n"))
+    else:
+        _write(unit_path, unit_text, 0o644)
+
+    if config_present:
+        out("keeping the existing config %s" % config_path)
+    elif dry_run:
+        out("would write a default config %s (device id %r)" % (config_path, default_device_id()))
+    else:
+        out("writing a default config %s (device id %r): set [mqtt] url and check [device] id"
+            % (config_path, default_device_id()))
+        _write(config_path, default_config(default_device_id()), 0o644)
+        check_config(config_path)
+
+    commands = [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", UNIT_NAME]]
+    if os.path.abspath(unit_dir) != UNIT_DIR:
+        out("the unit went to %s, not %s: not running systemctl (%s)" % (
+            unit_dir, UNIT_DIR, "; ".join(" ".join(c) for c in commands)))
+        return 0
+    if dry_run:
+        for c in commands:
+            out("would run: " + " ".join(c))
+        return 0
+    if shutil.which("systemctl") is None or not _systemd_running():
+        out("systemd is not running here (%s): the unit is installed but not started; on a systemd "
+            "machine run: %s" % ("no systemctl" if shutil.which("systemctl") is None else "PID 1 is not systemd",
+                                 " && ".join(" ".join(c) for c in commands)))
+        return 0
+    for c in commands:
+        out("running: " + " ".join(c))
+        r = subprocess.run(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            raise InstallError("%s failed (exit %d): %s\n  See: journalctl -u %s" % (
+                " ".join(c), r.returncode, r.stdout.strip(), UNIT_NAME))
+    out("installed and started; follow it with: journalctl -fu %s" % UNIT_NAME)
+    return 0
+
+
+def _write(path, text, mode):
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as e:
+        hint = " (run it as root: sudo edge-agent install-service)" if isinstance(e, PermissionError) else ""
+        raise InstallError("cannot write %s: %s%s" % (path, e.strerror or e, hint)) from None

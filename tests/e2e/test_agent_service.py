@@ -1,0 +1,188 @@
+"""The edge agent as a systemd service: sd_notify over a real socket, install-service, a unit systemd accepts.
+
+The notification tests stand in for systemd with a real AF_UNIX datagram socket
+and run the real `edge-agent run --hardware sim` process against a private broker.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edge_agent import config as agent_config
+from edge_agent import sdnotify, service
+
+EDGE_AGENT = Path(sys.executable).parent / "edge-agent"
+WATCHDOG_USEC = 400000   # systemd would say WatchdogSec=0.4: pings every 0.2 s
+
+
+def receive(sock, timeout):
+    """The next notification as {VARIABLE: value}, or None after timeout seconds."""
+    sock.settimeout(timeout)
+    try:
+        data = sock.recv(4096)
+    except socket.timeout:
+        return None
+    return dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
+
+
+def wait_for(sock, variable, timeout, seen):
+    """Receive until a message sets `variable`; every message is appended to `seen` as (time, msg)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        msg = receive(sock, max(0.01, end - time.monotonic()))
+        if msg is None:
+            break
+        seen.append((time.monotonic(), msg))
+        if variable in msg:
+            return msg
+    return None
+
+
+@pytest.fixture
+def notify_socket():
+    """A bound abstract AF_UNIX datagram socket, as systemd's: (socket, '@name' for $NOTIFY_SOCKET)."""
+    name = "fw-notify-test-%s" % uuid.uuid4().hex
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    try:
+        yield sock, "@" + name
+    finally:
+        sock.close()
+
+
+def start_agent(tmp_path, mqtt_url, env):
+    log = open(tmp_path / "agent.log", "wb")
+    proc = subprocess.Popen(
+        [str(EDGE_AGENT), "run", "--device-id", "svc-test", "--hardware", "sim", "--state-dir", str(tmp_path / "state")],
+        env=dict(os.environ, MQTT_URL=mqtt_url, EDGE_AGENT_OUTBOX_EXIT_DRAIN_S="1", **env),
+        stdout=log, stderr=subprocess.STDOUT)
+    return proc, tmp_path / "agent.log"
+
+
+def test_service_notifies_ready_then_watchdog_then_stopping(fresh_broker, notify_socket, tmp_path):
+    sock, address = notify_socket
+    proc, log = start_agent(tmp_path, fresh_broker.url, {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(WATCHDOG_USEC)})
+    try:
+        seen = []
+        ready = wait_for(sock, "READY", 30, seen)
+        assert ready is not None, "no READY=1 within 30 s:\n" + log.read_text()
+        assert ready["READY"] == "1"
+        assert not [m for _, m in seen[:-1]], "something was sent before READY=1: %r" % seen
+        # Periodic pings, from a loop that reaches the broker (the STATUS text says so).
+        pings = []
+        while len(pings) < 6:
+            msg = wait_for(sock, "WATCHDOG", 10, pings)
+            assert msg is not None, "WATCHDOG=1 stopped after %d pings:\n%s" % (len(pings), log.read_text())
+            assert msg["WATCHDOG"] == "1"
+        pings = [(t, m) for t, m in pings if "WATCHDOG" in m]
+        assert any("broker connected" in m.get("STATUS", "") for _, m in pings), pings
+        span = pings[-1][0] - pings[0][0]
+        half = WATCHDOG_USEC / 2e6
+        # Never more often than every half interval (a few ms of slack for delivery jitter).
+        assert len(pings) - 1 <= span / half + 1, (len(pings), span)
+        proc.send_signal(signal.SIGTERM)
+        stopping = wait_for(sock, "STOPPING", 15, seen)
+        assert stopping is not None and stopping["STOPPING"] == "1", log.read_text()
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_notifier_path_socket_and_foreign_watchdog_pid(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    try:
+        t = [100.0]
+        n = sdnotify.Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"}, clock=lambda: t[0])
+        assert n.heartbeat("starting") and receive(sock, 5) == {"READY": "1", "STATUS": "starting"}
+        assert not n.heartbeat()            # not yet half the interval
+        t[0] += 1.0
+        assert n.heartbeat() and receive(sock, 5) == {"WATCHDOG": "1"}
+        assert n.stopping() and receive(sock, 5) == {"STOPPING": "1"}
+        # A watchdog meant for another process is not ours to feed; READY still goes out.
+        other = sdnotify.Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000",
+                                   "WATCHDOG_PID": str(os.getpid() + 1)}, clock=lambda: t[0])
+        assert other.watchdog_s is None
+        assert other.heartbeat() and receive(sock, 5) == {"READY": "1"}
+        t[0] += 10
+        assert not other.heartbeat() and receive(sock, 0.2) is None
+    finally:
+        sock.close()
+    # Outside systemd, or with a socket that is gone: no-ops, never an exception.
+    assert not sdnotify.Notifier({}).heartbeat()
+    gone = sdnotify.Notifier({"NOTIFY_SOCKET": path + ".missing"})
+    assert not gone.ready() and not gone.stopping()
+    assert sdnotify.socket_address("@x") == "\0x" and sdnotify.socket_address("vsock:2:9") is None
+
+
+def run_install(*args):
+    return subprocess.run([str(EDGE_AGENT), "install-service", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_install_service_dry_run_changes_nothing(tmp_path):
+    config = tmp_path / "etc" / "config.toml"
+    before = os.path.exists(os.path.join(service.UNIT_DIR, service.UNIT_NAME))
+    r = run_install("--dry-run", "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "ExecStart=%s run --config %s --state-dir ${STATE_DIRECTORY}" % (EDGE_AGENT, config) in r.stdout
+    assert "would write a default config %s" % config in r.stdout
+    assert "would run: systemctl daemon-reload" in r.stdout
+    assert "would run: systemctl enable --now edge-agent.service" in r.stdout
+    assert not config.exists() and not config.parent.exists()
+    assert os.path.exists(os.path.join(service.UNIT_DIR, service.UNIT_NAME)) == before
+
+
+def test_install_service_writes_a_unit_systemd_accepts(tmp_path):
+    units, config = tmp_path / "units", tmp_path / "etc" / "config.toml"
+    r = run_install("--config", str(config), "--unit-dir", str(units))
+    assert r.returncode == 0, r.stderr
+    assert "not running systemctl" in r.stdout
+    unit = (units / service.UNIT_NAME).read_text()
+    for line in ("Type=notify", "WatchdogSec=30", "Restart=always", "StateDirectory=edge-agent",
+                 "ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes", "DynamicUser=yes",
+                 "DeviceAllow=char-i2c rw", "DeviceAllow=char-gpiochip rw",
+                 "ExecStart=%s run --config %s --state-dir ${STATE_DIRECTORY}" % (EDGE_AGENT, config)):
+        assert line in unit.splitlines(), line
+    # The default config is one the service can run with.
+    conf = agent_config.load(str(config), environ={})
+    assert conf["device"]["id"] == service.default_device_id()
+    # A second run keeps the config as it is.
+    config.write_text(config.read_text().replace('hardware = "real"', 'hardware = "sim"'))
+    r = run_install("--config", str(config), "--unit-dir", str(units))
+    assert r.returncode == 0 and "keeping the existing config" in r.stdout
+    assert agent_config.load(str(config), environ={})["sensor"]["hardware"] == "sim"
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed: the unit was written but not verified")
+    v = subprocess.run([analyze, "verify", str(units / service.UNIT_NAME)], capture_output=True, text=True,
+                       timeout=60)
+    # verify exits 0 even for unknown keys and bad values: it must also say nothing about our unit.
+    assert v.returncode == 0 and service.UNIT_NAME not in v.stdout + v.stderr, v.stdout + v.stderr
+
+
+def test_install_service_user_mistakes_get_precise_messages(tmp_path):
+    units = tmp_path / "units"
+    r = run_install("--user", "no-such-user-xyz", "--unit-dir", str(units), "--config", str(tmp_path / "c.toml"))
+    assert r.returncode == 1
+    assert "user 'no-such-user-xyz' does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert not units.exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[device]\nid = "Bad Id!"\n')
+    r = run_install("--unit-dir", str(units), "--config", str(bad))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "device.id" in r.stderr and "not usable by the service" in r.stderr
+    r = run_install("--user", "root", "--unit-dir", str(units), "--config", str(tmp_path / "c.toml"))
+    assert r.returncode == 0, r.stderr
+    assert "User=root" in (units / service.UNIT_NAME).read_text().splitlines()
