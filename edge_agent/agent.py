@@ -36,6 +36,7 @@ import numpy as np
 
 from edge_agent import features
 from edge_agent.outbox import OutboxError
+from edge_agent.ratelimit import TokenBucket
 from fieldwatch import __version__
 from wire import codec, topics
 
@@ -178,7 +179,7 @@ class Agent:
         self.exit_action = None          # 'reboot' when a reboot command asked for a restart
         self.counters = {"windows": 0, "windows_discarded": 0, "waves": 0, "readings": 0, "cmds": 0,
                          "cmd_errors": 0, "enqueue_errors": 0, "loop_errors": 0, "batches_sent": 0, "records_sent": 0,
-                         "records_confirmed": 0}
+                         "records_confirmed": 0, "logs_suppressed": 0}
         self.sleeping = False
         self._wake_at = None
         self._snapshot = {"depth": outbox.depth(), "oldest_s": 0.0, "drops": 0, "health": {}}
@@ -191,6 +192,8 @@ class Agent:
         self._flush_until = 0.0
         self._recent_cmds = {}            # id -> result body, for redelivered commands
         self._capture = None              # waveform capture under way
+        self._log_bucket = TokenBucket(conf["logs"]["ship_per_s"], conf["logs"]["ship_burst"])
+        self._logs_held = 0               # log records not shipped since the last one that was
         self._reset_stream()
         self.sampler = Sampler(accel, self._accel_lock, self._poll_s())
 
@@ -414,9 +417,22 @@ class Agent:
         return ks
 
     def _log(self, level, text):
+        # Logged locally always; shipped as a `log` record at most logs.ship_per_s on average
+        # (a flood of bad commands must not flood the outbox). What is held back is counted,
+        # and the next shipped record is preceded by one saying how many were.
         log.log(getattr(logging, level.upper(), logging.INFO), "%s", text)
+        if not self._log_bucket.take():
+            self._logs_held += 1
+            self.counters["logs_suppressed"] += 1
+            return
         ms, tq = self.clock.stamp(time.monotonic())
-        self._enqueue("log", [(ms, tq, [level, text[:codec.MAX_LOG_TEXT]])])
+        items = []
+        if self._logs_held:
+            items.append((ms, tq, ["warning", "%d log messages not shipped (over logs.ship_per_s %g/s, burst %d)"
+                                   % (self._logs_held, self._log_bucket.rate, self._log_bucket.burst)]))
+        items.append((ms, tq, [level, text[:codec.MAX_LOG_TEXT]]))
+        if self._enqueue("log", items):
+            self._logs_held = 0
 
     def _apply_acks(self):
         ranges = []

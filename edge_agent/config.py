@@ -127,6 +127,12 @@ SCHEMA = {
         "readings_interval_s": cfg.Setting(60.0, cfg.at_least(0.0, float),
                                            "CPU temperature reading (if the board has one) this often, s; 0: off"),
     },
+    "logs": {
+        "ship_per_s": cfg.Setting(0.5, cfg.at_least(0.001, float),
+                                  "log records shipped on the logs topic, per second on average (the rest are "
+                                  "counted in health logs_suppressed and summed up in the next shipped one)"),
+        "ship_burst": cfg.Setting(20, cfg.at_least(1), "log records shipped in a burst at most"),
+    },
 }
 
 

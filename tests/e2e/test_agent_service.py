@@ -4,20 +4,24 @@ The notification tests stand in for systemd with a real AF_UNIX datagram socket
 and run the real `edge-agent run --hardware sim` process against a private broker.
 """
 
+import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 
 from edge_agent import config as agent_config
 from edge_agent import sdnotify, service
+from wire import topics
 
 EDGE_AGENT = Path(sys.executable).parent / "edge-agent"
 WATCHDOG_USEC = 400000   # systemd would say WatchdogSec=0.4: pings every 0.2 s
@@ -186,3 +190,66 @@ def test_install_service_user_mistakes_get_precise_messages(tmp_path):
     r = run_install("--user", "root", "--unit-dir", str(units), "--config", str(tmp_path / "c.toml"))
     assert r.returncode == 0, r.stderr
     assert "User=root" in (units / service.UNIT_NAME).read_text().splitlines()
+
+
+def _outbox_logs(state_dir):
+    db = sqlite3.connect(os.path.join(state_dir, "outbox.db"), timeout=10)
+    try:
+        return [json.loads(body) for (body,) in db.execute("SELECT body FROM records WHERE kind = 'log' ORDER BY seq")]
+    finally:
+        db.close()
+
+
+def test_logs_are_shipped_at_a_bounded_rate(fresh_broker, tmp_path):
+    """A flood of bad commands (each answered by a log record) ships at most the burst plus the rate."""
+    rate, burst, flood = 1.0, 5, 60
+    proc, log = start_agent(tmp_path, fresh_broker.url, {
+        "EDGE_AGENT_LOGS_SHIP_PER_S": str(rate), "EDGE_AGENT_LOGS_SHIP_BURST": str(burst),
+        "EDGE_AGENT_STATUS_INTERVAL_S": "1"})
+    statuses = []
+    c = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2, client_id="log-flood", protocol=paho.MQTTv5)
+    c.on_message = lambda client, userdata, msg: statuses.append(json.loads(msg.payload))
+    c.connect(fresh_broker.host, fresh_broker.port)
+    c.subscribe(topics.topic("svc-test", "status"), qos=1)
+    c.loop_start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any(s["state"] == "online" for s in statuses):
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        for i in range(flood):   # not JSON: no id to answer, so each one becomes a log record
+            c.publish(topics.topic("svc-test", "cmd"), b"not a command %d" % i, qos=1).wait_for_publish(5)
+
+        def health():
+            return statuses[-1]["health"] if statuses else {}
+        while health().get("cmd_errors", 0) < flood:
+            assert time.monotonic() < deadline + 30 and proc.poll() is None, (health(), log.read_text())
+            time.sleep(0.05)
+        elapsed = time.monotonic() - t0
+        rejected = [text for level, text in _outbox_logs(str(tmp_path / "state")) if text.startswith("command rejected")]
+        suppressed = health()["logs_suppressed"]
+        assert len(rejected) + suppressed == flood          # every one either shipped or counted
+        assert len(rejected) <= burst + rate * elapsed + 1, (len(rejected), elapsed)
+        assert suppressed > 0
+        # Once tokens are back, the next shipped record is preceded by the count held back.
+        time.sleep(1.5 / rate)
+        c.publish(topics.topic("svc-test", "cmd"), b"one more", qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 20
+        while True:
+            texts = [text for level, text in _outbox_logs(str(tmp_path / "state"))]
+            summaries = [t for t in texts if "log messages not shipped" in t]
+            if summaries:
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        assert len(summaries) == 1 and int(summaries[0].split()[0]) == suppressed, summaries
+        assert texts[texts.index(summaries[-1]) + 1].startswith("command rejected")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
