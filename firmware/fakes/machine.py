@@ -2,10 +2,15 @@
 # NEVER flashed (tools/flash.py skips firmware/fakes/). Put this directory first on
 # MICROPYPATH and `import machine` finds it instead of the port's partial module.
 #
-# I2C  -> sim.adxl345.ADXL345Model (the chip model) on a minimal bus, driven by the
-#         ticks clock; tests may pass a sim.i2c.FakeI2C with use_i2c(bus).
+# I2C  -> the ADXL345 register model (sim.adxl345): in a chip host process when
+#         FW_I2C=host:port is set (tools/sim_board.py; keeps the model out of the
+#         device's heap), else in this process (chiplocal.py); tests may pass any
+#         bus with readfrom_mem_into/writeto_mem (e.g. sim.i2c.FakeI2C) to use_i2c().
 # UART -> replays a real NMEA log (FW_NMEA_LOG, or use_nmea(path)) at the baud rate.
-# WDT, RTC, Pin, reset_cause, unique_id, reset: small stand-ins with the same API.
+# WDT, RTC, Pin, reset_cause, reset: small stand-ins with the same API.
+#
+# Memory: on a board `machine` is built in and costs no heap; this stand-in does
+# (~5 KB on the 64-bit Unix port), so it holds only what the firmware calls.
 
 import os
 import sys
@@ -18,11 +23,7 @@ DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 
 _i2c_bus = None
-_nmea_path = os.getenv("FW_NMEA_LOG") if hasattr(os, "getenv") else None
-
-
-def _ticks_s():
-    return time.ticks_ms() / 1000
+_nmea_path = os.getenv("FW_NMEA_LOG")
 
 
 def use_i2c(bus):
@@ -37,75 +38,69 @@ def use_nmea(path):
     _nmea_path = path
 
 
-class _Vibration:
-    """A light signal source (sim.signals costs ~7 KB of a 100 KB heap): 1 g on z plus
-    a 0.2 g 50 Hz tone on x and 0.1 g 120 Hz on y. FW_SIGNAL=synthetic uses
-    sim.signals.synthetic() instead."""
+class _ChipLink:
+    """The I2C bus as a TCP link to a chip host (tools/sim_board.py, ChipHost) that
+    holds the ADXL345 register model outside this process, as the real chip keeps
+    its registers and FIFO in its own silicon, not in the ESP32's heap.
 
-    def __call__(self, t):
-        import math
-        return (0.2 * math.sin(314.159 * t), 0.1 * math.sin(753.98 * t), 1.0)
+    One transaction: request op ('R'/'W'), 7-bit address, register, byte count
+    (+ the bytes of a write); answer one status byte (0, or an errno such as 19
+    ENODEV) and, for a good read, the bytes. Buffers are allocated once, so a read
+    allocates nothing (the hot sampling loop stays allocation-free).
+    """
 
+    def __init__(self, where):
+        import socket
+        host, port = where.rsplit(":", 1)
+        s = socket.socket()
+        s.connect(socket.getaddrinfo(host, int(port))[0][-1])
+        s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: one small packet per transaction
+        self._s = s
+        self._req = bytearray(4)
+        self._st = bytearray(1)
 
-class _ChipBus:
-    """The smallest bus that serves the register model (sim.i2c.FakeI2C costs ~6 KB)."""
+    def _ask(self, op, addr, memaddr, n):
+        r = self._req
+        r[0] = op
+        r[1] = addr
+        r[2] = memaddr
+        r[3] = n
+        self._s.write(r)
 
-    def __init__(self, chip, address=0x53):
-        self.chip = chip
-        self.address = address
-
-    def _check(self, addr):
-        if addr != self.address:
-            raise OSError(19)  # ENODEV: nobody ACKs
-
-    def scan(self):
-        return [self.address]
-
-    def readfrom_mem_into(self, addr, memaddr, buf):
-        self._check(addr)
-        self.chip.read_into(memaddr, buf)
-
-    def readfrom_mem(self, addr, memaddr, n):
-        b = bytearray(n)
-        self.readfrom_mem_into(addr, memaddr, b)
-        return bytes(b)
-
-    def writeto_mem(self, addr, memaddr, buf):
-        self._check(addr)
-        self.chip.write_register(memaddr, bytes(buf))
-
-
-def _default_bus():
-    from sim.adxl345 import ADXL345Model
-    if (os.getenv("FW_SIGNAL") if hasattr(os, "getenv") else None) == "synthetic":
-        from sim import signals
-        source = signals.synthetic()
-    else:
-        source = _Vibration()
-    return _ChipBus(ADXL345Model(source, clock=_ticks_s))
-
-
-class I2C:
-    """machine.I2C over the simulated bus (readfrom_mem_into/writeto_mem/scan)."""
-
-    def __init__(self, id=0, scl=None, sda=None, freq=400000, timeout=50000):
-        global _i2c_bus
-        if _i2c_bus is None:
-            _i2c_bus = _default_bus()
-        self._bus = _i2c_bus
-        self.freq = freq
-
-    def scan(self):
-        return self._bus.scan()
+    def _recv(self, buf):
+        got = self._s.readinto(buf) or 0
+        while got < len(buf):  # a short read (rare on loopback): finish it
+            k = self._s.readinto(memoryview(buf)[got:])
+            if not k:
+                raise OSError(5)  # EIO: the chip host went away
+            got += k
 
     def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
-        self._bus.readfrom_mem_into(addr, memaddr, buf)
-
-    def readfrom_mem(self, addr, memaddr, n, addrsize=8):
-        return self._bus.readfrom_mem(addr, memaddr, n)
+        self._ask(0x52, addr, memaddr, len(buf))
+        self._recv(self._st)
+        if self._st[0]:
+            raise OSError(self._st[0])
+        self._recv(buf)
 
     def writeto_mem(self, addr, memaddr, buf, addrsize=8):
-        self._bus.writeto_mem(addr, memaddr, buf)
+        self._ask(0x57, addr, memaddr, len(buf))
+        self._s.write(buf)
+        self._recv(self._st)
+        if self._st[0]:
+            raise OSError(self._st[0])
+
+
+def I2C(id=0, scl=None, sda=None, freq=400000, timeout=50000):
+    """machine.I2C: the simulated bus (readfrom_mem_into/writeto_mem), one per process."""
+    global _i2c_bus
+    if _i2c_bus is None:
+        where = os.getenv("FW_I2C")
+        if where:
+            _i2c_bus = _ChipLink(where)
+        else:
+            import chiplocal
+            _i2c_bus = chiplocal.bus()
+    return _i2c_bus
 
 
 SoftI2C = I2C
@@ -121,17 +116,14 @@ class UART:
         self._sent = 0
         self.rxbuf = rxbuf
 
-    def _due(self):
+    def any(self):
         due = time.ticks_diff(time.ticks_ms(), self._t0) * self._bps // 1000 - self._sent
         return min(due, self.rxbuf) if self._f else 0
 
-    def any(self):
-        return self._due()
-
     def read(self, n=-1):
-        due = self._due()
-        if n is not None and n >= 0:
-            due = min(due, n)
+        due = self.any()
+        if 0 <= n < due:
+            due = n
         if due <= 0:
             return None
         data = self._f.read(due)
@@ -141,104 +133,51 @@ class UART:
         self._sent += len(data)
         return data
 
-    def write(self, buf):
-        return len(buf)
-
 
 class Pin:
-    """machine.Pin: stores its value; irq() handlers can be fired with _fire()."""
+    """machine.Pin: a number and a value."""
     IN = 1
     OUT = 3
-    PULL_UP = 1
-    PULL_DOWN = 2
-    IRQ_RISING = 1
-    IRQ_FALLING = 2
 
-    def __init__(self, id, mode=IN, pull=None, value=None):
+    def __init__(self, id, mode=1, pull=None, value=0):
         self.id = id
-        self._value = value or 0
-        self._handler = None
+        self.v = value
 
     def value(self, v=None):
         if v is None:
-            return self._value
-        self._value = 1 if v else 0
-
-    def on(self):
-        self._value = 1
-
-    def off(self):
-        self._value = 0
-
-    def irq(self, handler=None, trigger=IRQ_RISING):
-        self._handler = handler
-
-    def _fire(self):
-        if self._handler:
-            self._handler(self)
+            return self.v
+        self.v = 1 if v else 0
 
 
 class WDT:
-    """machine.WDT: cannot be stopped; the fake records feeds and can check expiry."""
-    last = None
+    """machine.WDT: cannot be stopped; counts feeds (tools/sim_board.py restarts a
+    crashed board as the watchdog would)."""
 
     def __init__(self, id=0, timeout=5000):
         self.timeout = timeout
         self.feeds = 0
-        self._last = time.ticks_ms()
-        WDT.last = self
 
     def feed(self):
         self.feeds += 1
-        self._last = time.ticks_ms()
-
-    def expired(self):
-        return time.ticks_diff(time.ticks_ms(), self._last) > self.timeout
 
 
 class RTC:
-    """machine.RTC: datetime() get/set as (y, m, d, wd, h, mi, s, us), kept in a class attribute."""
-    _offset_ms = None  # wall clock ms at ticks 0, once set
+    """machine.RTC: setting it is accepted (the Unix port's time.time() is the host's)."""
 
     def __init__(self, id=0):
         pass
 
     def datetime(self, dt=None):
-        if dt is None:
-            t = time.time() if RTC._offset_ms is None else (RTC._offset_ms + time.ticks_ms()) // 1000
-            y, m, d, hh, mm, ss, wd, yd = time.gmtime(t)[:8]
-            return (y, m, d, wd, hh, mm, ss, 0)
-        y, m, d, wd, hh, mm, ss, us = dt
-        secs = time.mktime((y, m, d, hh, mm, ss, 0, 0))
-        RTC._offset_ms = secs * 1000 + us // 1000 - time.ticks_ms()
+        return time.gmtime() if dt is None else None
 
 
 def reset_cause():
     """FW_RESET_CAUSE (an int) or PWRON_RESET."""
-    v = os.getenv("FW_RESET_CAUSE") if hasattr(os, "getenv") else None
+    v = os.getenv("FW_RESET_CAUSE")
     return int(v) if v else PWRON_RESET
-
-
-def unique_id():
-    return b"\x24\x6f\x28\x00\x00\x01"
-
-
-def freq(hz=None):
-    return 240000000
 
 
 def reset():
     """The board resets: the simulated process exits with status 75 (a runner restarts it)."""
     print("machine.reset()")
     sys.exit(75)
-
-
-soft_reset = reset
-
-
-def idle():
-    time.sleep_ms(1)
-
-
-def lightsleep(ms=0):
-    time.sleep_ms(ms)
