@@ -1,0 +1,442 @@
+"""Edge agent benchmark: the outbox and the uplink against the raw broker limit, measured in the same run.
+
+Starts a private Mosquitto (tests/harness/broker.py), then measures:
+  (a) outbox enqueue: readings/s stored durably by edge_agent.outbox.Outbox
+      (WAL, synchronous=FULL: one fsync per enqueue() call), one reading per call
+      (as the agent's main loop stores what one pass made) and in batches;
+  (b) raw QoS 1 publish: a bare paho client (MQTT 5, inflight 100, at most 100
+      un-acknowledged, like the uplink) publishing messages of the drain's size;
+  (c) drain: a backlog of readings (default 1,000,000) first stored in the outbox,
+      then sent the way the agent sends it (Outbox.next_batch -> OutboxBatch.payload
+      -> edge_agent.uplink.Uplink.publish -> Outbox.mark_sent), unpaced as after a
+      `flush` command, until every message is PUBACKed. No collector runs, so the
+      drain ends at PUBACK, not at the collector's delivery confirmation (which
+      would add the collector's and PostgreSQL's cost: tools/bench_ingest.py);
+      nobody subscribes to the telemetry topics in (b) or (c);
+  (d) the real `edge-agent run --hardware sim` process sampling the simulated
+      ADXL345 at --rate-hz for --cpu-seconds against the same broker: CPU% of one
+      core from /proc/PID/stat (utime + stime) and RSS from /proc/PID/status.
+
+The issue's targets are printed beside the figures: drain >= 0.9 x raw,
+RSS <= 40 MB, CPU <= 25 % of one core. The machine is shared: figures are noisy.
+
+    python -m tools.bench_agent                  # full run: 1,000,000-reading backlog
+    python -m tools.bench_agent --quick --json   # smaller, one JSON object on stdout
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as paho
+
+from edge_agent.keys import KeySource
+from edge_agent.outbox import Outbox
+from edge_agent.uplink import Uplink, parse_url
+from tests.harness.broker import Broker
+from wire import codec, topics
+
+DEVICE = "bench-agent"
+TARGET_RATIO = 0.9
+TARGET_RSS_MB = 40.0
+TARGET_CPU_PERCENT = 25.0
+MB = 1024 * 1024
+
+
+def progress(msg):
+    """One progress line on stderr."""
+    print("  .. " + msg, file=sys.stderr, flush=True)
+
+
+def reading(i):
+    """The i-th benchmark reading: [name, value], a vibration figure as a device would send."""
+    return ["vib_rms_g", round(0.05 + (i % 997) * 1e-4, 4)]
+
+
+def open_outbox(state_dir, max_records):
+    """An Outbox with its KeySource, as edge_agent.cli opens them."""
+    os.makedirs(state_dir, exist_ok=True)
+    path = os.path.join(state_dir, "outbox.db")
+    keys = KeySource(state_dir, floor=Outbox.max_boot_in(path))
+    return Outbox(path, keys, max_records=max_records)
+
+
+# ---- (a) ------------------------------------------------------------------------------
+
+def enqueue_rate(state_dir, batch, seconds, max_records):
+    """Readings/s stored with enqueue() calls of `batch` readings each, for about `seconds`."""
+    ob = open_outbox(state_dir, max_records)
+    try:
+        ts = int(time.time() * 1000)
+        n = 0
+        t0 = time.monotonic()
+        end = t0 + seconds
+        while time.monotonic() < end:
+            ob.enqueue("readings", [(ts + n + i, "ntp", reading(n + i)) for i in range(batch)])
+            n += batch
+        dt = time.monotonic() - t0
+    finally:
+        ob.close()
+    return n / dt, n
+
+
+def fill_backlog(state_dir, n, chunk=500):
+    """Store n readings in a fresh outbox (chunk per transaction); returns readings/s."""
+    ob = open_outbox(state_dir, n + 1000)
+    try:
+        ts = int(time.time() * 1000)
+        t0 = time.monotonic()
+        last = t0
+        for start in range(0, n, chunk):
+            k = min(chunk, n - start)
+            ob.enqueue("readings", [(ts + start + i, "ntp", reading(start + i)) for i in range(k)])
+            if time.monotonic() - last > 5:
+                last = time.monotonic()
+                progress("backlog: %d of %d readings stored" % (start + k, n))
+        dt = time.monotonic() - t0
+        assert ob.depth() == n, "the outbox holds %d of %d readings" % (ob.depth(), n)
+    finally:
+        ob.close()
+    return n / dt
+
+
+# ---- (b) ------------------------------------------------------------------------------
+
+def raw_publish(url, payload, messages, window=100):
+    """msgs/s of a bare paho client publishing `messages` QoS 1 messages, at most `window` un-acknowledged."""
+    host, port, user, password, _tls = parse_url(url)
+    c = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2,
+                    client_id="bench-raw-%s" % uuid.uuid4().hex[:8], protocol=paho.MQTTv5)
+    if user:
+        c.username_pw_set(user, password)
+    c.max_inflight_messages_set(window)
+    slots = threading.Semaphore(window)
+    acked = [0]
+    done = threading.Event()
+
+    def on_publish(client, userdata, mid, reason, properties):
+        acked[0] += 1
+        slots.release()
+        if acked[0] >= messages:
+            done.set()
+    c.on_publish = on_publish
+    connected = threading.Event()
+    c.on_connect = lambda *a: connected.set()
+    c.connect(host, port)
+    c.loop_start()
+    try:
+        if not connected.wait(10):
+            raise RuntimeError("the raw publisher could not connect to %s" % url)
+        topic = topics.topic("bench-raw", "readings")
+        t0 = time.monotonic()
+        for _ in range(messages):
+            slots.acquire()
+            c.publish(topic, payload, qos=1)
+        if not done.wait(120):
+            raise RuntimeError("raw publish: only %d of %d PUBACKs within 120 s" % (acked[0], messages))
+        dt = time.monotonic() - t0
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return messages / dt
+
+
+# ---- (c) ------------------------------------------------------------------------------
+
+def drain(url, state_dir, expected, batch_records=500):
+    """Send the outbox's backlog through Uplink until all is PUBACKed: (msgs/s, readings/s, messages, readings, payload bytes of a full batch)."""
+    ob = open_outbox(state_dir, expected + 1000)
+    boot = ob.keys.boot
+
+    def status(state):
+        return codec.encode_status(DEVICE, boot, 0, int(time.time() * 1000), "ntp", state, "bench", "bench",
+                                   "soft", 0, 0.0, 0)
+    up = Uplink(url, DEVICE, status, on_ack=lambda ranges: None, on_command=lambda payload, retained: None,
+                max_unacked=100)
+    up.start()
+    try:
+        if not up.wait_connected(10):
+            raise RuntimeError("the uplink could not connect to %s" % url)
+        ob.mark_all_unsent()   # as the agent does on a new connection: everything is backlog now
+        topic = topics.topic(DEVICE, "readings")
+        messages = readings = 0
+        full_size = 0
+        last = t0 = time.monotonic()
+        while True:
+            if not up.can_publish():
+                time.sleep(0.0005)
+                continue
+            batch = ob.next_batch(max_records=batch_records, backlog_records=None)
+            if batch is None:
+                break
+            payload = batch.payload(DEVICE)
+            while not up.publish(topic, payload):
+                if not up.connected:
+                    raise RuntimeError("the uplink lost its connection during the drain")
+                time.sleep(0.0005)
+            ob.mark_sent(batch)
+            messages += 1
+            readings += len(batch)
+            full_size = max(full_size, len(payload))
+            if time.monotonic() - last > 5:
+                last = time.monotonic()
+                progress("drain: %d of %d readings published" % (readings, expected))
+        while up.unacked:
+            if not up.connected:
+                raise RuntimeError("the uplink lost its connection before the last PUBACKs")
+            time.sleep(0.0005)
+        dt = time.monotonic() - t0
+    finally:
+        up.stop(None)
+        ob.close()
+    if readings != expected:
+        raise RuntimeError("drained %d readings, the backlog held %d" % (readings, expected))
+    return messages / dt, readings / dt, messages, readings, full_size
+
+
+def full_batch_payload(state_dir, batch_records=500):
+    """The payload of a full readings batch, for the raw publisher to send messages of the drain's size."""
+    ob = open_outbox(state_dir, batch_records + 10)
+    try:
+        ts = int(time.time() * 1000)
+        ob.enqueue("readings", [(ts + i, "ntp", reading(i)) for i in range(batch_records)])
+        ob.mark_all_unsent()
+        return ob.next_batch(max_records=batch_records).payload(DEVICE)
+    finally:
+        ob.close()
+
+
+# ---- (d) ------------------------------------------------------------------------------
+
+def proc_cpu_s(pid):
+    """utime + stime of a process, seconds (/proc/PID/stat fields 14 and 15)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid):
+    """(VmRSS, VmHWM) of a process in MB (2^20 bytes), from /proc/PID/status."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024.0
+    return out.get("VmRSS", 0.0), out.get("VmHWM", 0.0)
+
+
+def agent_load(url, state_dir, rate_hz, seconds, startup_timeout=60):
+    """Run the real agent on the simulated chip; (cpu % of one core, RSS MB, peak RSS MB, fifo overruns, windows)."""
+    exe = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "edge-agent")
+    cmd = [exe] if os.access(exe, os.X_OK) else [sys.executable, "-m", "edge_agent.cli"]
+    notify_name = "fw-bench-agent-%s" % uuid.uuid4().hex
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + notify_name)
+    env = dict(os.environ, MQTT_URL=url, NOTIFY_SOCKET="@" + notify_name,
+               EDGE_AGENT_SENSOR_RATE_HZ=str(rate_hz), EDGE_AGENT_OUTBOX_EXIT_DRAIN_S="0",
+               EDGE_AGENT_STATUS_INTERVAL_S="1")
+    env.pop("WATCHDOG_USEC", None)
+    env.pop("WATCHDOG_PID", None)
+    statuses = []
+    sub = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2,
+                      client_id="bench-status-%s" % uuid.uuid4().hex[:8], protocol=paho.MQTTv5)
+    sub.on_message = lambda client, userdata, m: statuses.append(m.payload)
+    host, port = parse_url(url)[:2]
+    sub.connect(host, port)
+    sub.subscribe(topics.topic(DEVICE + "-cpu", "status"), qos=1)
+    sub.loop_start()
+    log = tempfile.NamedTemporaryFile(prefix="bench-agent-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd + ["run", "--device-id", DEVICE + "-cpu", "--hardware", "sim", "--state-dir", state_dir],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        sock.settimeout(startup_timeout)
+        try:
+            while b"READY=1" not in sock.recv(4096):
+                pass
+        except socket.timeout:
+            raise RuntimeError("the agent did not report READY=1 within %d s; its log: %s" % (startup_timeout, log.name))
+        time.sleep(min(2.0, seconds / 2))   # settle: first windows, first connection
+        c0, t0 = proc_cpu_s(proc.pid), time.monotonic()
+        peak_rss = 0.0
+        while time.monotonic() - t0 < seconds:
+            if proc.poll() is not None:
+                raise RuntimeError("the agent exited (%s) during the measurement; its log: %s" % (proc.returncode, log.name))
+            peak_rss = max(peak_rss, proc_rss_mb(proc.pid)[0])
+            time.sleep(0.25)
+        c1, t1 = proc_cpu_s(proc.pid), time.monotonic()
+        rss, hwm = proc_rss_mb(proc.pid)
+        proc.terminate()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        sock.close()
+        time.sleep(0.2)
+        sub.loop_stop()
+        sub.disconnect()
+    health = {}
+    for payload in statuses:
+        try:
+            health = json.loads(payload).get("health", health)
+        except ValueError:
+            pass
+    os.unlink(log.name)
+    return (100.0 * (c1 - c0) / (t1 - t0), max(rss, peak_rss), hwm, health.get("fifo_overruns"),
+            health.get("windows"))
+
+
+# ---- the run ---------------------------------------------------------------------------
+
+def run(args):
+    """All measurements; returns the result dict."""
+    res = {}
+    work = tempfile.mkdtemp(prefix="fw-bench-agent-")
+    broker = Broker()
+    try:
+        broker.start()
+        progress("broker %s, work dir %s" % (broker.url, work))
+
+        progress("(a) outbox enqueue, one reading per call, %.0f s" % args.enqueue_seconds)
+        res["outbox_enqueue_per_s"], _ = enqueue_rate(os.path.join(work, "a1"), 1, args.enqueue_seconds, 10 ** 7)
+        progress("(a) outbox enqueue, %d readings per call, %.0f s" % (args.enqueue_batch, args.enqueue_seconds))
+        res["outbox_enqueue_batched_per_s"], _ = enqueue_rate(os.path.join(work, "a2"), args.enqueue_batch,
+                                                              args.enqueue_seconds, 10 ** 7)
+        res["outbox_enqueue_batch"] = args.enqueue_batch
+        shutil.rmtree(os.path.join(work, "a1"), ignore_errors=True)
+        shutil.rmtree(os.path.join(work, "a2"), ignore_errors=True)
+
+        payload = full_batch_payload(os.path.join(work, "p"), args.batch_records)
+        res["message_bytes"] = len(payload)
+        progress("(b) raw QoS 1 publish: %d messages of %d bytes" % (args.raw_messages, len(payload)))
+        res["raw_publish_msgs_per_s"] = raw_publish(broker.url, payload, args.raw_messages)
+        res["raw_publish_readings_per_s"] = res["raw_publish_msgs_per_s"] * args.batch_records
+        single = codec.encode_readings("bench-raw", 1, 0, int(time.time() * 1000), "ntp", [[0] + reading(0)])
+        res["raw_single_message_bytes"] = len(single)
+        progress("(b) raw QoS 1 publish: %d messages of one reading (%d bytes), for comparison"
+                 % (args.raw_messages, len(single)))
+        res["raw_single_publish_msgs_per_s"] = raw_publish(broker.url, single, args.raw_messages)
+
+        progress("(c) storing a backlog of %d readings" % args.backlog)
+        res["backlog_fill_readings_per_s"] = fill_backlog(os.path.join(work, "c"), args.backlog)
+        progress("(c) draining it through the uplink")
+        (res["drain_msgs_per_s"], res["drain_readings_per_s"], res["drain_messages"], res["drain_readings"],
+         full) = drain(broker.url, os.path.join(work, "c"), args.backlog, args.batch_records)
+        res["drain_ratio"] = res["drain_msgs_per_s"] / res["raw_publish_msgs_per_s"]
+        res["backlog_readings"] = args.backlog
+        shutil.rmtree(os.path.join(work, "c"), ignore_errors=True)
+
+        progress("(d) edge-agent on the simulated chip at %s Hz for %.0f s" % (args.rate_hz, args.cpu_seconds))
+        (res["cpu_percent"], res["rss_mb"], res["rss_peak_mb"], res["agent_fifo_overruns"],
+         res["agent_windows"]) = agent_load(broker.url, os.path.join(work, "d"), args.rate_hz, args.cpu_seconds)
+        res["agent_rate_hz"] = args.rate_hz
+        res["agent_seconds"] = args.cpu_seconds
+    finally:
+        broker.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    res["targets"] = {"drain_ratio_min": TARGET_RATIO, "rss_mb_max": TARGET_RSS_MB,
+                      "cpu_percent_max": TARGET_CPU_PERCENT}
+    return res
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "%.3f" % v if abs(v) < 10 else "{:,.0f}".format(v)
+    return "{:,}".format(v) if isinstance(v, int) else str(v)
+
+
+def table(res):
+    """The result as a text table, targets beside the figures."""
+    def verdict(ok):
+        return "met" if ok else "NOT met"
+    rows = [
+        ("(a) outbox enqueue, 1 reading per durable commit", res["outbox_enqueue_per_s"], "readings/s", ""),
+        ("(a) outbox enqueue, %d readings per durable commit" % res["outbox_enqueue_batch"],
+         res["outbox_enqueue_batched_per_s"], "readings/s", ""),
+        ("(b) raw QoS 1 publish, bare paho (%s B messages)" % _fmt(res["message_bytes"]),
+         res["raw_publish_msgs_per_s"], "msgs/s", ""),
+        ("(b) the same, one reading per message (%s B), for comparison" % _fmt(res["raw_single_message_bytes"]),
+         res["raw_single_publish_msgs_per_s"], "msgs/s", ""),
+        ("(c) backlog stored (500 readings per commit)", res["backlog_fill_readings_per_s"], "readings/s", ""),
+        ("(c) drain outbox -> uplink -> PUBACK (no collector ack)", res["drain_msgs_per_s"], "msgs/s", ""),
+        ("(c)   the same in readings (%s readings, %s msgs)" % (_fmt(res["drain_readings"]),
+                                                              _fmt(res["drain_messages"])),
+         res["drain_readings_per_s"], "readings/s", ""),
+        ("(c) drain / raw (msgs/s, same message size)", res["drain_ratio"], "x",
+         ">= %.1f: %s" % (TARGET_RATIO, verdict(res["drain_ratio"] >= TARGET_RATIO))),
+        ("(d) agent CPU at %s Hz, %g s (one core = 100)" % (_fmt(res["agent_rate_hz"]), res["agent_seconds"]),
+         res["cpu_percent"], "%", "<= %.0f: %s" % (TARGET_CPU_PERCENT, verdict(res["cpu_percent"] <= TARGET_CPU_PERCENT))),
+        ("(d) agent RSS", res["rss_mb"], "MB", "<= %.0f: %s" % (TARGET_RSS_MB, verdict(res["rss_mb"] <= TARGET_RSS_MB))),
+        ("(d) agent peak RSS (VmHWM)", res["rss_peak_mb"], "MB", ""),
+        ("(d) agent FIFO overruns / feature windows", "%s / %s" % (res["agent_fifo_overruns"], res["agent_windows"]),
+         "", ""),
+    ]
+    lines = ["", "%-58s %12s %-10s %s" % ("measure", "value", "unit", "target"), "-" * 98]
+    for name, value, unit, target in rows:
+        lines.append("%-58s %12s %-10s %s" % (name, _fmt(value), unit, target))
+    lines.append("")
+    lines.append("(c) ends at the broker's PUBACK: no collector runs, so the collector's delivery confirmation")
+    lines.append("    is not part of it (tools/bench_ingest.py measures the collector). Unpaced, as after `flush`;")
+    lines.append("    the agent paces backlog at outbox.backlog_records_per_s behind live data.")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Entry point: parse options, run, print a table (or --json)."""
+    p = argparse.ArgumentParser(prog="python -m tools.bench_agent", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backlog", type=int, help="readings in the backlog for (c) (default 1,000,000; --quick 20,000)")
+    p.add_argument("--batch-records", type=int, default=500,
+                   help="readings per message, as outbox.batch_records (default %(default)s, the contract's limit)")
+    p.add_argument("--raw-messages", type=int, help="messages for (b) (default 10,000; --quick 500)")
+    p.add_argument("--enqueue-seconds", type=float, help="duration of each (a) run, s (default 5; --quick 1)")
+    p.add_argument("--enqueue-batch", type=int, default=100, help="readings per call in the batched (a) run (default %(default)s)")
+    p.add_argument("--rate-hz", type=float, default=1600,
+                   help="simulated ADXL345 rate for (d), Hz (default %(default)s: the lowest ADXL345 rate at or "
+                        "above 1 kHz)")
+    p.add_argument("--cpu-seconds", type=float, help="duration of (d), s (default 20; --quick 3)")
+    p.add_argument("--quick", action="store_true", help="a small run (about 15 s) for smoke tests")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = p.parse_args(argv)
+    q = args.quick
+    for name, full, quick in (("backlog", 1000000, 20000), ("raw_messages", 10000, 500),
+                              ("enqueue_seconds", 5.0, 1.0), ("cpu_seconds", 20.0, 3.0)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if q else full)
+    problems = []
+    if args.backlog < 1:
+        problems.append("--backlog must be at least 1")
+    if not 1 <= args.batch_records <= codec.MAX_RECORDS:
+        problems.append("--batch-records must be 1..%d (the wire contract's limit)" % codec.MAX_RECORDS)
+    if args.raw_messages < 1 or args.enqueue_batch < 1:
+        problems.append("--raw-messages and --enqueue-batch must be at least 1")
+    if args.enqueue_seconds <= 0 or args.cpu_seconds <= 0:
+        problems.append("--enqueue-seconds and --cpu-seconds must be above 0")
+    if args.rate_hz not in codec.ADXL_RATES_HZ:
+        problems.append("--rate-hz %s is not an ADXL345 rate; one of %s" % (
+            args.rate_hz, ", ".join(str(r) for r in codec.ADXL_RATES_HZ)))
+    if problems:
+        p.error("; ".join(problems))
+    args.rate_hz = int(args.rate_hz) if float(args.rate_hz).is_integer() else args.rate_hz
+    try:
+        res = run(args)
+    except Exception as e:  # a benchmark that cannot run says why, in one line
+        print("bench_agent: %s: %s" % (type(e).__name__, e), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(res, sort_keys=True))
+    else:
+        print(table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
