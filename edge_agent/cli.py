@@ -8,7 +8,7 @@ import sys
 
 from fieldwatch import config as cfg
 from edge_agent import config as agent_config
-from edge_agent import sdnotify, service
+from edge_agent import logfmt, sdnotify, service
 
 EPILOG = """commands:
   run       (default) sample, compute features, buffer in the outbox and send until SIGTERM/Ctrl-C;
@@ -42,6 +42,8 @@ def main(argv=None):
                    help="boot counter and outbox directory (overrides outbox.state_dir, default %s)"
                    % agent_config.DEFAULT_STATE_DIR)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail (every stored and sent batch)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="log lines as text (default) or one JSON object per line (ts, level, logger, msg)")
     p.add_argument("--user", metavar="USER", help="install-service: run the service as USER (default: a dynamic user)")
     p.add_argument("--unit-dir", metavar="DIR", default=service.UNIT_DIR,
                    help="install-service: where to write the unit (default %(default)s; elsewhere, systemctl is not run)")
@@ -54,8 +56,7 @@ def main(argv=None):
         except service.InstallError as e:
             print("edge-agent install-service: %s" % e, file=sys.stderr)
             return 1
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logfmt.configure(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     logging.getLogger("paho").setLevel(logging.WARNING)
     try:
         conf = agent_config.load(args.config, overrides={

@@ -62,10 +62,11 @@ def notify_socket():
         sock.close()
 
 
-def start_agent(tmp_path, mqtt_url, env):
+def start_agent(tmp_path, mqtt_url, env, args=()):
     log = open(tmp_path / "agent.log", "wb")
     proc = subprocess.Popen(
-        [str(EDGE_AGENT), "run", "--device-id", "svc-test", "--hardware", "sim", "--state-dir", str(tmp_path / "state")],
+        [str(EDGE_AGENT), "run", "--device-id", "svc-test", "--hardware", "sim", "--state-dir", str(tmp_path / "state"),
+         *args],
         env=dict(os.environ, MQTT_URL=mqtt_url, EDGE_AGENT_OUTBOX_EXIT_DRAIN_S="1", **env),
         stdout=log, stderr=subprocess.STDOUT)
     return proc, tmp_path / "agent.log"
@@ -205,7 +206,7 @@ def test_logs_are_shipped_at_a_bounded_rate(fresh_broker, tmp_path):
     rate, burst, flood = 1.0, 5, 60
     proc, log = start_agent(tmp_path, fresh_broker.url, {
         "EDGE_AGENT_LOGS_SHIP_PER_S": str(rate), "EDGE_AGENT_LOGS_SHIP_BURST": str(burst),
-        "EDGE_AGENT_STATUS_INTERVAL_S": "1"})
+        "EDGE_AGENT_STATUS_INTERVAL_S": "1"}, args=["--log-format", "json"])
     statuses = []
     c = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2, client_id="log-flood", protocol=paho.MQTTv5)
     c.on_message = lambda client, userdata, msg: statuses.append(json.loads(msg.payload))
@@ -247,6 +248,10 @@ def test_logs_are_shipped_at_a_bounded_rate(fresh_broker, tmp_path):
         assert texts[texts.index(summaries[-1]) + 1].startswith("command rejected")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()
+        # Locally every one was logged, one JSON object per line (--log-format json).
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        assert all(set(line) >= {"ts", "level", "logger", "msg"} for line in lines)
+        assert sum(line["msg"].startswith("command rejected") for line in lines) == flood + 1
     finally:
         c.loop_stop()
         c.disconnect()
