@@ -61,6 +61,7 @@ class Batch:
         self.seen = {}              # dev -> (last recv_ms, clock skew ms or None)
         self.keys = {}              # dev -> set of (boot, seq) settled by this batch
         self.records = 0
+        self.invalid = 0            # messages quarantined
         self.first_recv_ms = None
 
     def __len__(self):
@@ -123,6 +124,7 @@ class Batch:
         return None
 
     def _quarantine(self, msg, code, reason):
+        self.invalid += 1
         payload = bytes(msg.payload)
         digest = hashlib.sha256(msg.topic.encode("utf-8", "replace") + b"\0" + payload).digest()
         parsed = topics.parse(msg.topic)

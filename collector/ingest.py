@@ -8,9 +8,19 @@ Order of events for every message, which is what makes ingest exactly-once:
      delivery confirmation for the keys the batch settled.
 A crash before 4 means the broker redelivers (persistent session) and the
 database drops the duplicates; a crash after 3 loses nothing either.
-While the database is down nothing is acknowledged, the batch stays bounded
+While the database is down nothing is acknowledged, the batches stay bounded
 (batch_max, and the broker's inflight window), and commits are retried with
 backoff until they succeed.
+
+Two threads share the work (plus paho's network thread, which only decodes
+packets into Messages): the receiving thread (run()) validates messages into
+the open batch; the writer thread commits one batch at a time, then acks it.
+While the writer waits on the database the next batch fills, so receiving
+never stops for a commit. The writer takes the open batch as soon as it is
+due (batch_max messages, or batch_age_ms after its first message) and the
+writer is free; under load a batch therefore holds what arrived during the
+previous commit (group commit), at light load it waits at most batch_age_ms.
+Batches are committed and acknowledged strictly in order.
 """
 
 import logging
@@ -28,6 +38,7 @@ from wire import codec, topics
 log = logging.getLogger("collector.ingest")
 
 MAX_RANGES_PER_ACK = 100  # an ESP32 decodes an ack in ~155 B of heap per range
+_WAKE = object()          # put on the message queue by the writer when it becomes free
 
 
 class Ingest:
@@ -42,6 +53,10 @@ class Ingest:
         self._stop = threading.Event()
         self.stopped = threading.Event()
         self._next_maintenance = 0.0
+        self._idle = threading.Event()   # the writer holds no batch
+        self._idle.set()
+        self._handed = queue.SimpleQueue()  # batches for the writer; None tells it to finish
+        self._gave_up = False            # the writer stopped with a batch uncommitted (database down at stop)
 
     def stop(self):
         """Ask the loop to flush what it has, acknowledge it and return."""
@@ -49,47 +64,76 @@ class Ingest:
 
     def run(self):
         """Receive and commit until stop(); the final batch is flushed before returning."""
+        writer = threading.Thread(target=self._write_loop, name="collector-writer", daemon=True)
+        writer.start()
         try:
-            batch = Batch()
-            deadline = None
-            while True:
-                timeout = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    msg = self.link.messages.get(timeout=timeout)
-                except queue.Empty:
-                    msg = None
-                if msg is not None:
-                    self._add(batch, msg)
-                    if deadline is None:
-                        deadline = time.monotonic() + self.batch_age_s
-                    # Drain what is already queued without waiting, up to batch_max.
-                    while len(batch) < self.batch_max:
-                        try:
-                            self._add(batch, self.link.messages.get_nowait())
-                        except queue.Empty:
-                            break
-                full = len(batch) >= self.batch_max
-                due = deadline is not None and time.monotonic() >= deadline
-                if batch.messages and (full or due or self._stop.is_set()):
-                    if not self._flush(batch):
-                        return  # stopping while the database is unreachable: nothing acked, broker keeps it
-                    batch, deadline = Batch(), None
-                if self._stop.is_set() and not batch.messages:
-                    return
-                self._maintain()
+            self._receive_loop()
         finally:
+            self._handed.put(None)
+            writer.join()
             self.stopped.set()
 
+    def _receive_loop(self):
+        get, get_nowait = self.link.messages.get, self.link.messages.get_nowait
+        batch = Batch()
+        deadline = None
+        while not self._gave_up:
+            idle = self._idle.is_set()
+            if len(batch) >= self.batch_max and not idle:
+                self._idle.wait(0.2)          # full: wait for the writer, leave new messages queued
+            else:
+                if deadline is None or not idle:
+                    timeout = 0.2             # nothing due, or the writer is busy: it wakes us when free
+                else:
+                    timeout = max(0.0, deadline - time.monotonic())
+                try:
+                    msg = get(timeout=timeout)
+                except queue.Empty:
+                    msg = None
+                while msg is not None:        # take what is queued, without waiting, up to batch_max
+                    if msg is not _WAKE:
+                        self._add(batch, msg)
+                        if deadline is None:
+                            deadline = time.monotonic() + self.batch_age_s
+                        if len(batch) >= self.batch_max:
+                            break
+                    try:
+                        msg = get_nowait()
+                    except queue.Empty:
+                        msg = None
+            stopping = self._stop.is_set()
+            if batch.messages and self._idle.is_set() and (
+                    stopping or len(batch) >= self.batch_max or time.monotonic() >= deadline):
+                self._hand_off(batch)
+                batch, deadline = Batch(), None
+            if stopping and not batch.messages:
+                return
+            self._maintain()
+
     def _add(self, batch, msg):
-        self.metrics.add("messages_received")
-        before = batch.records
         code = batch.add(msg)
-        self.metrics.add("records_received", batch.records - before)
-        if code is None:
-            self.metrics.add("messages_valid")
-        else:
+        if code is not None:
             self.metrics.quarantined(code)
             log.info("quarantined message on %r: %s", msg.topic[:120], code)
+
+    def _hand_off(self, batch):
+        m = self.metrics
+        m.add("messages_received", len(batch))
+        m.add("messages_valid", len(batch) - batch.invalid)
+        m.add("records_received", batch.records)
+        self._idle.clear()
+        self._handed.put(batch)
+
+    def _write_loop(self):
+        # The writer thread: commit and acknowledge batches in the order they were handed over.
+        while True:
+            batch = self._handed.get()
+            if batch is None:
+                return
+            if not self._flush(batch):
+                self._gave_up = True   # stopping with the database unreachable: nothing acked, the broker keeps it
+            self._idle.set()
+            self.link.messages.put(_WAKE)
 
     def _flush(self, batch):
         # Commit with retries; False only if asked to stop while the database stays down.
