@@ -138,6 +138,9 @@ class Store:
                 [(dev, ms, ms, skew) for dev, (ms, skew) in sorted(batch.seen.items())])
         for dev, (s, recv_ms) in sorted(batch.status.items()):
             # Apply a status only if it is not older than the one stored: (boot, seq) order.
+            # Except a last will (offline) of the current boot: it was built at connect time,
+            # so its seq is older than any status the device republished since; it still
+            # means the device is gone now, so it sets the state (and only the state).
             cur.execute(
                 "UPDATE devices SET hw = %s, fw = %s, state = %s, reset_reason = %s, boot = %s, next_seq = %s, "
                 "buf_depth = %s, buf_oldest_s = %s, buf_drops = %s, health = %s, "
@@ -146,6 +149,11 @@ class Store:
                 (s["hw"], s["fw"], s["state"], s["reset"], s["boot"], s["seq"], s["buf"]["depth"],
                  s["buf"]["oldest_s"], s["buf"]["drops"], json.dumps(s["health"]), recv_ms, dev,
                  s["boot"], s["seq"]))
+            if cur.rowcount == 0 and s["state"] == "offline":
+                cur.execute(
+                    "UPDATE devices SET state = 'offline', "
+                    "status_at = timestamptz 'epoch' + %s * interval '1 millisecond' "
+                    "WHERE device_id = %s AND boot = %s AND next_seq > %s", (recv_ms, dev, s["boot"], s["seq"]))
 
     @staticmethod
     def _quarantine(cur, entries):
