@@ -30,6 +30,8 @@ SCHEMA = {
     },
     "web": {
         "listen": cfg.Setting("127.0.0.1:8080", help="status page address host:port; empty to disable"),
+        "api_token": cfg.Setting("", help="token for the API's write endpoints (sending commands); empty: commands are refused"),
+        "read_token": cfg.Setting("", help="token for reading the API; empty: reads are open"),
     },
 }
 
@@ -62,7 +64,7 @@ def main(argv=None):
         for section, values in conf.items():
             print("[%s]" % section)
             for k, v in values.items():
-                print("%s = %r" % (k, v))
+                print("%s = %r" % (k, "***" if k.endswith("token") and v else v))
         return 0
     import psycopg
 
@@ -108,7 +110,8 @@ def run(conf):
         from collector.web import create_app, serve
         queries = Queries(conf["database"]["url"])
         try:
-            server = serve(create_app(queries, metrics, __version__), conf["web"]["listen"])
+            server = serve(create_app(queries, metrics, __version__, link, conf["web"]["api_token"],
+                                      conf["web"]["read_token"]), conf["web"]["listen"])
         except OSError as e:
             print("collector: cannot serve the status page on %s: %s" % (conf["web"]["listen"], e), file=sys.stderr)
             return 1

@@ -1,10 +1,17 @@
-"""In-process counters of the collector, read by the status page and /metrics."""
+"""In-process counters of the collector, read by the status page and /metrics.
+
+`Metrics` is the one source of truth: the ingest loop feeds it, the status page
+reads `snapshot()`, and `PrometheusExport` turns the same snapshot into the
+Prometheus text format for `/metrics` (prometheus-client, a private registry).
+"""
 
 import threading
 import time
 
 # Commit latency histogram bucket bounds, seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Batch size histogram bucket bounds, messages per committed batch.
+BATCH_BUCKETS = (1, 5, 10, 50, 100, 500, 1000, 2000, 5000)
 
 
 class Metrics:
@@ -23,6 +30,8 @@ class Metrics:
         self.batch_sizes = []            # the last 1000 batch sizes (messages)
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
+        self.batch_size_counts = [0] * (len(BATCH_BUCKETS) + 1)
+        self.batch_size_sum = 0
         self.lag_s = 0.0                 # receipt -> commit of the oldest message of the last batch
         self.acks_pending = 0
         self.db_ok = False
@@ -44,10 +53,9 @@ class Metrics:
                 self.rows_by_table[t] = self.rows_by_table.get(t, 0) + n
             self.batch_sizes.append(size)
             del self.batch_sizes[:-1000]
-            i = 0
-            while i < len(LATENCY_BUCKETS) and seconds > LATENCY_BUCKETS[i]:
-                i += 1
-            self.latency_counts[i] += 1
+            self.batch_size_counts[_bucket(BATCH_BUCKETS, size)] += 1
+            self.batch_size_sum += size
+            self.latency_counts[_bucket(LATENCY_BUCKETS, seconds)] += 1
             self.latency_sum += seconds
             self.lag_s = lag_s
 
@@ -70,7 +78,109 @@ class Metrics:
                 "batch_size_max": max(sizes) if sizes else 0,
                 "commit_latency_buckets": list(zip(LATENCY_BUCKETS + (float("inf"),), self.latency_counts)),
                 "commit_latency_sum_s": self.latency_sum,
+                "batch_size_buckets": list(zip(BATCH_BUCKETS + (float("inf"),), self.batch_size_counts)),
+                "batch_size_sum": self.batch_size_sum,
                 "lag_s": self.lag_s,
                 "acks_pending": self.acks_pending,
                 "db_ok": self.db_ok,
             }
+
+
+def _bucket(bounds, value):
+    # Index of the first bound >= value (len(bounds) for +Inf): Prometheus "le" buckets.
+    i = 0
+    while i < len(bounds) and value > bounds[i]:
+        i += 1
+    return i
+
+
+def _cumulative(buckets):
+    # [(bound, count in that bucket)] -> Prometheus [("le", cumulative count)].
+    out, total = [], 0
+    for bound, n in buckets:
+        total += n
+        out.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
+    return out
+
+
+class PrometheusExport:
+    """A prometheus-client collector that reads one Metrics snapshot per scrape.
+
+    `broker_connected` and `device_last_seen` are optional callables: the first
+    returns True/False, the second {device_id: last seen, s since the epoch}
+    (read from the database, so it covers every collector sharing it; skipped
+    when the database does not answer).
+    """
+
+    def __init__(self, metrics, broker_connected=None, device_last_seen=None):
+        self.metrics = metrics
+        self.broker_connected = broker_connected
+        self.device_last_seen = device_last_seen
+
+    def describe(self):
+        """Nothing up front: the registry then calls collect() only on scrapes."""
+        return []
+
+    def collect(self):
+        """Yield the metric families of the current snapshot."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        s = self.metrics.snapshot()
+        c = s["counters"]
+        helps = {
+            "messages_received": "MQTT messages received",
+            "messages_valid": "messages that passed the wire contract",
+            "records_received": "records in received messages (before deduplication)",
+            "rows_duplicate": "records dropped as already stored",
+            "batches": "batches committed",
+            "commit_errors": "failed commit attempts (each is retried)",
+            "acks_sent": "MQTT PUBACKs sent after commit",
+            "confirmations_sent": "delivery confirmations (ack topic) published",
+        }
+        for name, text in helps.items():
+            yield CounterMetricFamily("fieldwatch_" + name, text, value=c[name])
+        q = CounterMetricFamily("fieldwatch_messages_quarantined", "messages kept in quarantine, by error code",
+                                labels=["code"])
+        for code, n in sorted(s["quarantined_by_code"].items()):
+            q.add_metric([code], n)
+        yield q
+        rows = CounterMetricFamily("fieldwatch_rows_written", "rows newly stored, by table", labels=["table"])
+        for table, n in sorted(s["rows_by_table"].items()):
+            rows.add_metric([table], n)
+        yield rows
+        yield HistogramMetricFamily("fieldwatch_batch_size_messages", "messages per committed batch",
+                                    buckets=_cumulative(s["batch_size_buckets"]), sum_value=s["batch_size_sum"])
+        yield HistogramMetricFamily("fieldwatch_commit_latency_seconds", "time to commit one batch (with its retries)",
+                                    buckets=_cumulative(s["commit_latency_buckets"]),
+                                    sum_value=s["commit_latency_sum_s"])
+        yield GaugeMetricFamily("fieldwatch_lag_seconds",
+                                "receipt to commit of the oldest message of the last batch", value=s["lag_s"])
+        yield GaugeMetricFamily("fieldwatch_acks_pending", "messages received but not yet acknowledged",
+                                value=s["acks_pending"])
+        yield GaugeMetricFamily("fieldwatch_database_ok", "1 if the last commit succeeded", value=int(s["db_ok"]))
+        yield GaugeMetricFamily("fieldwatch_uptime_seconds", "seconds since the collector started",
+                                value=s["uptime_s"])
+        if self.broker_connected is not None:
+            yield GaugeMetricFamily("fieldwatch_broker_connected", "1 while connected to the MQTT broker",
+                                    value=int(bool(self.broker_connected())))
+        if self.device_last_seen is not None:
+            try:
+                seen = self.device_last_seen()
+            except Exception:  # the database is away: leave the per-device series out of this scrape
+                seen = None
+            if seen is not None:
+                g = GaugeMetricFamily("fieldwatch_device_last_seen_timestamp_seconds",
+                                      "when the collector last received anything from the device",
+                                      labels=["device"])
+                for dev, ts in sorted(seen.items()):
+                    g.add_metric([dev], ts)
+                yield g
+
+
+def prometheus_text(export):
+    """The Prometheus text exposition of one PrometheusExport, as (bytes, content type)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(export)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -15,6 +15,8 @@ declare -A need=(
     [mosquitto]=mosquitto
     [gpsd]=gpsd
     [gpsfake]=gpsd-clients
+    [chromium]=chromium              # the status page's browser test (headless)
+    [chromedriver]=chromium-driver   # Selenium drives Debian's chromium through it; no browser download
 )
 missing=()
 for c in "${!need[@]}"; do

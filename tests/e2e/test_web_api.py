@@ -1,0 +1,304 @@
+"""The JSON API against a real PostgreSQL filled by the real collector from real MQTT messages.
+
+One collector, broker and database serve the whole module (tests/e2e/web_fleet.py
+publishes the fleet); every expected figure is computed from what was published.
+"""
+
+import datetime as dt
+import json
+import threading
+import time
+import urllib.parse
+
+import paho.mqtt.client as paho
+import pytest
+
+from harness.broker import Broker
+from tests.e2e.web_fleet import MARKUP_DEVICE, MARKUP_LOG, TOKEN, get, request, start_fleet
+from wire import codec, topics
+
+
+@pytest.fixture(scope="module")
+def fleet(pg_cluster):
+    broker = Broker()
+    broker.start()
+    db = pg_cluster.create_database()
+    f = None
+    try:
+        f = start_fleet(broker, db)
+        f.broker = broker
+        yield f
+    finally:
+        if f is not None:
+            f.stop()
+        broker.cleanup()
+        pg_cluster.drop_database(db)
+
+
+def _iso(ms):
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat()
+
+
+def test_web_api_devices_lists_the_fleet_with_health_rates_and_missing_keys(fleet):
+    status, body = get(fleet.url + "/api/v1/devices")
+    assert status == 200
+    by_id = {d["device_id"]: d for d in body["devices"]}
+    assert sorted(by_id) == sorted(fleet.status)
+    for dev, (boot, next_seq, fw) in fleet.status.items():
+        d = by_id[dev]
+        assert d["state"] == "online" and d["online"] is True
+        assert (d["boot"], d["next_seq"], d["fw"]) == (boot, next_seq, fw)
+        assert d["buf_depth"] == 5 and d["buf_oldest_s"] == 1.5 and d["buf_drops"] == 0
+        assert d["missing"] == sum(last - first + 1 for first, last in fleet.gaps[dev])
+        assert d["readings_1m"] == len(fleet.readings.get(dev, []))
+        assert d["last_seen_age_s"] < 60
+        assert d["clock_skew_ms"] is not None
+    # pump-01 sent five messages (features, readings, fix, log, readings) within the minute
+    assert by_id["pump-01"]["messages_1m"] == 5
+
+
+def test_web_api_device_shows_gaps_latest_spectrum_logs_as_sent(fleet):
+    status, body = get(fleet.url + "/api/v1/devices/pump-01")
+    assert status == 200
+    assert body["gaps"] == fleet.gaps["pump-01"]
+    last_seq, last_ts, last_win = fleet.windows["pump-01"][-1]
+    lw = body["latest_window"]
+    assert lw["seq"] == last_seq and lw["band_hz"] == last_win["band_hz"]
+    assert lw["x_bands"] == pytest.approx(last_win["x"]["bands"])
+    assert lw["z_rms"] == pytest.approx(last_win["z"]["rms"])
+    texts = [l["text"] for l in body["logs"]]
+    assert MARKUP_LOG in texts, "log text comes back exactly as the device sent it"
+    assert [l["seq"] for l in body["logs"]] == sorted((s for s, *_ in fleet.logs["pump-01"]), reverse=True)
+
+
+def test_web_api_telemetry_pages_through_a_range_without_loss_or_repeat(fleet):
+    sent = fleet.readings["pump-01"]
+    seen, offset, pages = [], 0, 0
+    start, end = _iso(fleet.now_ms - 3600_000), _iso(fleet.now_ms + 1)
+    while offset is not None:
+        q = urllib.parse.urlencode({"kind": "readings", "from": start, "to": end, "limit": 3, "offset": offset})
+        status, body = get(fleet.url + "/api/v1/devices/pump-01/telemetry?" + q)
+        assert status == 200, body
+        assert body["count"] <= 3
+        seen.extend((r["seq"], r["value"]) for r in body["items"])
+        offset = body["next_offset"]
+        pages += 1
+    assert sorted(seen) == sorted((s, v) for s, _, _, v in sent)
+    assert len(seen) == len(set(seen))
+    assert pages == len(sent) // 3 + 1
+    # a narrower range: only the readings with from <= ts < to
+    lo, hi = sent[2][1], sent[6][1]
+    q = urllib.parse.urlencode({"from": str(lo), "to": str(hi)})
+    status, body = get(fleet.url + "/api/v1/devices/pump-01/telemetry?" + q)
+    assert [r["seq"] for r in body["items"]] == [s for s, ts, _, _ in sent if lo <= ts < hi]
+
+
+def test_web_api_telemetry_of_every_kind(fleet):
+    for kind, sent in (("features", fleet.windows), ("fixes", fleet.fixes), ("logs", fleet.logs)):
+        status, body = get(fleet.url + "/api/v1/devices/pump-01/telemetry?kind=%s&from=-1h" % kind)
+        assert status == 200, body
+        assert [r["seq"] for r in body["items"]] == [s for s, *_ in sent["pump-01"]]
+
+
+def test_web_api_aggregates_average_the_windows_per_bucket(fleet):
+    status, body = get(fleet.url + "/api/v1/devices/pump-01/aggregates?bucket=5m&from=-2h")
+    assert status == 200, body
+    expected = {}
+    for _, ts, w in fleet.windows["pump-01"]:
+        b = ts // 300_000 * 300
+        expected.setdefault(b, []).append(w)
+    got = {int(dt.datetime.fromisoformat(r["bucket"]).timestamp()): r for r in body["items"]}
+    assert sorted(got) == sorted(expected)
+    for b, ws in expected.items():
+        r = got[b]
+        assert r["windows"] == len(ws)
+        for ax in "xyz":
+            assert r[ax + "_rms"] == pytest.approx(sum(w[ax]["rms"] for w in ws) / len(ws))
+            assert r[ax + "_peak"] == pytest.approx(max(w[ax]["peak"] for w in ws))
+    status, body = get(fleet.url + "/api/v1/devices/pump-01/aggregates?source=readings&bucket=1h&from=-2h&name=temp_c")
+    assert status == 200, body
+    values = [v for _, _, n, v in fleet.readings["pump-01"] if n == "temp_c"]
+    assert sum(r["n"] for r in body["items"]) == len(values)
+    assert max(r["max"] for r in body["items"]) == max(values)
+
+
+def test_web_api_track_returns_fixes_in_degrees(fleet):
+    status, body = get(fleet.url + "/api/v1/devices/pump-01/track")
+    assert status == 200
+    assert [(f["lat"], f["lon"]) for f in body["fixes"]] == \
+        [pytest.approx((fx["lat_e7"] / 1e7, fx["lon_e7"] / 1e7)) for _, _, fx in fleet.fixes["pump-01"]]
+
+
+def test_web_api_quarantine_lists_what_was_rejected_and_why(fleet):
+    status, body = get(fleet.url + "/api/v1/quarantine")
+    assert status == 200
+    got = sorted((q["topic"], q["code"]) for q in body["items"])
+    assert got == sorted(fleet.quarantined)
+    assert all(len(q["reason"]) > 10 for q in body["items"])
+    status, body = get(fleet.url + "/api/v1/quarantine?code=bad_device_id")
+    assert [q["device_id"] for q in body["items"]] == [MARKUP_DEVICE]
+
+
+BAD_REQUESTS = [
+    ("/api/v1/devices/pump-01/telemetry?from=yesterday", "from must be an ISO 8601 time"),
+    ("/api/v1/devices/pump-01/telemetry?to=2026-11-23T10:00:00", "has no time zone"),
+    ("/api/v1/devices/pump-01/telemetry?from=-1h&to=-2h", "must be before to"),
+    ("/api/v1/devices/pump-01/telemetry?from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "longer than 366 days"),
+    ("/api/v1/devices/pump-01/telemetry?limit=0", "limit must be from 1 to 1000"),
+    ("/api/v1/devices/pump-01/telemetry?limit=1001", "limit must be from 1 to 1000"),
+    ("/api/v1/devices/pump-01/telemetry?limit=ten", "limit must be a whole number"),
+    ("/api/v1/devices/pump-01/telemetry?offset=-1", "offset must be from 0"),
+    ("/api/v1/devices/pump-01/telemetry?kind=temperature", "kind must be one of readings, features, fixes, logs"),
+    ("/api/v1/devices/pump-01/telemetry?kind=fixes&name=temp_c", "name filters readings only"),
+    ("/api/v1/devices/pump-01/telemetry?form=-1h", "unknown parameter 'form'"),
+    ("/api/v1/devices/pump-01/aggregates?bucket=7m", "bucket must be one of 1m, 5m"),
+    ("/api/v1/devices/pump-01/aggregates?bucket=1m&from=-30d", "more than 10000"),
+    ("/api/v1/devices/pump-01/aggregates?source=waveforms", "source must be one of features, readings"),
+    ("/api/v1/devices/pump-01/track?limit=5000", "limit must be from 1 to 1000"),
+    ("/api/v1/devices/Pump-01", "not a valid device id"),
+    ("/api/v1/quarantine?limit=-5", "limit must be from 1 to 1000"),
+    ("/api/v1/commands/abc?wait=31", "wait must be from 0 to 30"),
+    ("/api/v1/devices?x=1", "unknown parameter 'x'"),
+]
+
+
+@pytest.mark.parametrize("path,message", BAD_REQUESTS, ids=[p for p, _ in BAD_REQUESTS])
+def test_web_api_bad_parameter_gets_400_with_a_precise_message(fleet, path, message):
+    status, body = get(fleet.url + path)
+    assert status == 400, body
+    assert message in body["error"], body
+
+
+def test_web_api_unknown_device_command_and_endpoint_are_404_json(fleet):
+    for path, words in (("/api/v1/devices/pump-99", "no device 'pump-99'"),
+                        ("/api/v1/devices/pump-99/telemetry", "no device 'pump-99'"),
+                        ("/api/v1/commands/no-such-id", "no command"),
+                        ("/api/v1/nothing/here", "no API endpoint")):
+        status, body = get(fleet.url + path)
+        assert status == 404 and words in body["error"], (path, body)
+    status, body = request("DELETE", fleet.url + "/api/v1/devices")
+    assert status == 405 and "Method Not Allowed" in body["error"]
+
+
+class FakeDeviceEnd:
+    """A real MQTT client on a device's cmd topic: what the collector publishes reaches it."""
+
+    def __init__(self, url, dev):
+        host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
+        self.got = []
+        self.ready = threading.Event()
+        self.c = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2, client_id="end-" + dev)
+        self.c.on_connect = lambda c, u, f, r, p: (c.subscribe(topics.topic(dev, "cmd"), qos=1), self.ready.set())
+        self.c.on_message = lambda c, u, m: self.got.append(m)
+        self.c.connect(host, port)
+        self.c.loop_start()
+        assert self.ready.wait(10)
+        time.sleep(0.3)
+
+    def stop(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_web_api_command_needs_the_token_is_published_and_its_result_is_stored(fleet):
+    url = fleet.url + "/api/v1/devices/pump-01/commands"
+    body = {"cmd": "set_rate", "args": {"hz": 800}}
+    status, r = request("POST", url, body)
+    assert status == 401 and "Authorization: Bearer" in r["error"]
+    status, r = request("POST", url, body, token="wrong")
+    assert status == 403 and "not valid" in r["error"]
+    for bad, message in (({"cmd": "set_rate", "args": {"hz": 7}}, "bad_argument"),
+                         ({"cmd": "format_flash"}, "unknown_command"),
+                         ({"cmd": "wake", "extra": 1}, "unknown field 'extra'"),
+                         ({"cmd": "wake", "args": [1]}, "args must be a JSON object"),
+                         ({"cmd": "wake", "id": ""}, "id must be a string of 1..36")):
+        status, r = request("POST", url, bad, token=TOKEN)
+        assert status == 400 and message in r["error"], (bad, r)
+    status, r = request("POST", url, raw_body=b"hz=800", token=TOKEN, content_type="text/plain")
+    assert status == 400 and "must be a JSON object" in r["error"]
+    status, r = request("POST", fleet.url + "/api/v1/devices/pump-99/commands", body, token=TOKEN)
+    assert status == 404
+
+    end = FakeDeviceEnd(fleet.broker.url, "pump-01")
+    try:
+        status, r = request("POST", url, body, token=TOKEN)
+        assert status == 202, r
+        cmd = r["command"]
+        assert cmd["state"] == "sent" and r["result_url"] == "/api/v1/commands/" + cmd["id"]
+        deadline = time.monotonic() + 10
+        while not end.got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert end.got, "the command never reached the device's cmd topic"
+        sent = codec.decode(topics.topic("pump-01", "cmd"), end.got[0].payload)
+        assert (sent["id"], sent["cmd"], sent["args"]) == (cmd["id"], "set_rate", {"hz": 800})
+        assert not end.got[0].retain
+        status, r2 = request("POST", url, dict(body, id=cmd["id"]), token=TOKEN)
+        assert status == 409, "a command id is used once"
+    finally:
+        end.stop()
+    # the device answers on its result topic; the collector stores the result in the command log
+    boot, next_seq, _ = fleet.status["pump-01"]
+    fleet.publisher.send("pump-01", "result", boot, next_seq, next_seq, codec.encode_result(
+        "pump-01", boot, next_seq, int(time.time() * 1000), "ntp", cmd["id"], "set_rate", True, {"hz": 800}))
+    status, r = get(fleet.url + "/api/v1/commands/%s?wait=10" % cmd["id"], timeout=20)
+    assert status == 200
+    assert r["command"]["state"] == "ok" and r["command"]["detail"] == {"hz": 800}
+    status, r = get(fleet.url + "/api/v1/devices/pump-01/commands")
+    assert [c["id"] for c in r["commands"]][0] == cmd["id"]
+
+
+def test_web_metrics_in_prometheus_format_match_the_database(fleet):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = get(fleet.url + "/metrics")
+    assert status == 200
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = [s for f in fams.values() for s in f.samples]
+
+    def val(name, **labels):
+        found = [s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+        assert found, "no sample %s%r in /metrics" % (name, labels)
+        return sum(found)
+    _, counts = get(fleet.url + "/api/v1/status")
+    rows = counts["counts"]
+    assert val("fieldwatch_rows_written_total", table="readings") == rows["readings"]
+    assert val("fieldwatch_rows_written_total", table="feature_windows") == rows["feature_windows"]
+    for _, code in fleet.quarantined:
+        assert val("fieldwatch_messages_quarantined_total", code=code) >= 1
+    assert val("fieldwatch_messages_received_total") >= val("fieldwatch_messages_valid_total") > 0
+    batches = val("fieldwatch_batches_total")
+    assert batches > 0
+    assert val("fieldwatch_commit_latency_seconds_count") == batches
+    assert val("fieldwatch_batch_size_messages_count") == batches
+    assert val("fieldwatch_batch_size_messages_sum") == val("fieldwatch_acks_sent_total")
+    assert val("fieldwatch_broker_connected") == 1 and val("fieldwatch_database_ok") == 1
+    assert val("fieldwatch_acks_pending") >= 0 and val("fieldwatch_lag_seconds") >= 0
+    seen = {s.labels["device"]: s.value for s in samples if s.name == "fieldwatch_device_last_seen_timestamp_seconds"}
+    assert sorted(seen) == sorted(fleet.status)
+    assert all(abs(v - time.time()) < 120 for v in seen.values())
+
+
+def test_web_openapi_describes_exactly_the_routes_that_exist(fleet):
+    from collector.metrics import Metrics
+    from collector.queries import Queries
+    from collector.web import create_app
+
+    status, doc = get(fleet.url + "/api/v1/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    q = Queries(fleet.db)
+    try:
+        app = create_app(q, Metrics())
+        routes = set()
+        for rule in app.url_map.iter_rules():
+            if rule.rule.startswith("/api/v1/") and "<path:" not in rule.rule:
+                path = rule.rule[len("/api/v1"):].replace("<", "{").replace(">", "}")
+                for m in rule.methods - {"HEAD", "OPTIONS"}:
+                    routes.add((path, m.lower()))
+    finally:
+        q.close()
+    described = {(p, m) for p, ops in doc["paths"].items() for m in ops}
+    assert described == routes
+    for (p, m) in described:
+        op = doc["paths"][p][m]
+        declared = {x["name"] for x in op.get("parameters", []) if x["in"] == "path"}
+        assert declared == {seg[1:-1] for seg in p.split("/") if seg.startswith("{")}, (p, m)

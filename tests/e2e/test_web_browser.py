@@ -1,0 +1,166 @@
+"""The status page in a real headless Chromium (Debian's chromium + chromedriver, driven by Selenium).
+
+The fleet: tests/e2e/web_fleet.py's devices plus one real `edge-agent run --hardware sim`
+process, all through a real Mosquitto into a real PostgreSQL by the real collector.
+A screenshot of each page goes to artifacts/ (gitignored).
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.broker import Broker
+from tests.e2e.web_fleet import MARKUP_DEVICE, MARKUP_LOG, get, start_fleet
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "artifacts"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM = "/usr/bin/chromium"
+AGENT = "pi-01"
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+if not (os.access(CHROMEDRIVER, os.X_OK) and os.access(CHROMIUM, os.X_OK)):
+    pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)",
+                allow_module_level=True)
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+def _start_agent(mqtt_url, state_dir):
+    env = dict(os.environ, MQTT_URL=mqtt_url, EDGE_AGENT_STATUS_INTERVAL_S="2")
+    return subprocess.Popen([str(Path(sys.executable).parent / "edge-agent"), "run", "--device-id", AGENT,
+                             "--hardware", "sim", "--state-dir", str(state_dir)], env=env,
+                            stdout=open(state_dir / "agent.log", "wb"), stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="module")
+def site(pg_cluster):
+    """(fleet, agent process) with the agent online and its feature windows stored."""
+    broker = Broker()
+    broker.start()
+    db = pg_cluster.create_database()
+    state = Path(tempfile.mkdtemp(prefix="web-agent-"))
+    fleet = agent = None
+    try:
+        fleet = start_fleet(broker, db)
+        agent = _start_agent(broker.url, state)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            status, body = get(fleet.url + "/api/v1/devices/" + AGENT)
+            if status == 200 and body["device"]["online"] and body["device"]["windows_1m"] > 0:
+                break
+            assert agent.poll() is None, (state / "agent.log").read_text()[-3000:]
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the simulated agent never came online with data: %s"
+                                 % (state / "agent.log").read_text()[-3000:])
+        yield fleet, agent
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.kill()
+            agent.wait(10)
+        if fleet is not None:
+            fleet.stop()
+        broker.cleanup()
+        pg_cluster.drop_database(db)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1800",
+              "--no-first-run", "--disable-extensions"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    drv.set_page_load_timeout(20)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+def _screenshot(drv, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    drv.save_screenshot(str(ARTIFACTS / name))
+
+
+def _js_errors(drv):
+    return [e["message"] for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def _rows(drv):
+    return {tr.get_attribute("data-device"): tr.get_attribute("data-state")
+            for tr in drv.find_elements(By.CSS_SELECTOR, "#devices-body tr.device")}
+
+
+def test_web_overview_lists_the_fleet_live(site, browser):
+    fleet, _ = site
+    browser.get(fleet.url + "/")
+    # the server renders the rows once; the script replaces them with live ones carrying data-state
+    WebDriverWait(browser, 15).until(lambda d: len(_rows(d)) == 3 and None not in _rows(d).values())
+    assert _rows(browser) == {"pump-01": "online", "pump-02": "online", AGENT: "online"}
+    text = browser.find_element(By.ID, "devices").text
+    for dev, (_, _, fw) in fleet.status.items():
+        assert fw in text
+    assert "3 missing" in text, "pump-01's delivery gap shows"
+    assert not browser.find_elements(By.CSS_SELECTOR, "meta[http-equiv=refresh]"), "no full-page refresh"
+    _screenshot(browser, "web-overview.png")
+    assert _js_errors(browser) == []
+
+
+def test_web_device_page_draws_its_charts_and_shows_markup_as_text(site, browser):
+    fleet, _ = site
+    browser.get(fleet.url + "/devices/pump-01")
+    wait = WebDriverWait(browser, 15)
+    for chart in ("rms-chart", "spectrum-chart", "track-chart"):
+        canvas = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#%s canvas" % chart))
+        size = canvas.size
+        assert size["width"] > 100 and size["height"] > 100, (chart, size)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#logs tr.log")) == len(fleet.logs["pump-01"]))
+    cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#logs tr.log td")]
+    assert MARKUP_LOG in cells, "the log line's markup is shown as text"
+    assert browser.execute_script("return window.__xss === undefined"), "markup from a device ran"
+    assert not browser.find_elements(By.CSS_SELECTOR, "#logs script, #logs img")
+    assert "27–29" in browser.find_element(By.ID, "gaps").text
+    _screenshot(browser, "web-device.png")
+    # the simulated agent's own page: its RMS trend from the per-minute aggregate
+    browser.get(fleet.url + "/devices/" + AGENT)
+    canvas = WebDriverWait(browser, 15).until(lambda d: d.find_element(By.CSS_SELECTOR, "#rms-chart canvas"))
+    assert canvas.size["width"] > 100 and canvas.size["height"] > 100
+    assert _js_errors(browser) == []
+
+
+def test_web_quarantine_page_shows_markup_in_a_topic_as_text(site, browser):
+    fleet, _ = site
+    browser.get(fleet.url + "/quarantine")
+    WebDriverWait(browser, 15).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.qrow")) == len(fleet.quarantined))
+    text = browser.find_element(By.ID, "quarantine").text
+    assert MARKUP_DEVICE in text and "bad_device_id" in text and "bad_json" in text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#quarantine script")
+    _screenshot(browser, "web-quarantine.png")
+
+
+def test_web_device_that_goes_offline_turns_offline_without_a_reload(site, browser):
+    fleet, agent = site
+    browser.get(fleet.url + "/")
+    WebDriverWait(browser, 15).until(lambda d: _rows(d).get(AGENT) == "online")
+    browser.execute_script("window.__sameLoad = 'yes'")
+    agent.send_signal(signal.SIGKILL)          # no clean disconnect: the broker publishes the agent's last will
+    agent.wait(10)
+    WebDriverWait(browser, 20).until(lambda d: _rows(d).get(AGENT) == "offline")
+    assert browser.execute_script("return window.__sameLoad") == "yes", "the page was reloaded"
+    assert _rows(browser)["pump-01"] == "online"
+    _screenshot(browser, "web-offline.png")
