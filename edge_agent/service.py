@@ -36,6 +36,7 @@ UNIT_NAME = "edge-agent.service"
 UNIT_DIR = "/etc/systemd/system"
 CONFIG_PATH = "/etc/edge-agent/config.toml"
 HOME_DIRS = ("/home", "/root", "/run/user")
+SYSTEMCTL_COMMANDS = (("systemctl", "daemon-reload"), ("systemctl", "enable", "--now", UNIT_NAME))
 
 
 class InstallError(Exception):
@@ -180,28 +181,33 @@ def install(config_path=CONFIG_PATH, user=None, unit_dir=UNIT_DIR, dry_run=False
         _write(config_path, default_config(default_device_id()), 0o644)
         check_config(config_path)
 
-    commands = [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", UNIT_NAME]]
-    if os.path.abspath(unit_dir) != UNIT_DIR:
-        out("the unit went to %s, not %s: not running systemctl (%s)" % (
-            unit_dir, UNIT_DIR, "; ".join(" ".join(c) for c in commands)))
+    run_them, lines = systemctl_plan(unit_dir, dry_run, shutil.which("systemctl"), _systemd_running())
+    for line in lines:
+        out(line)
+    if not run_them:
         return 0
-    if dry_run:
-        for c in commands:
-            out("would run: " + " ".join(c))
-        return 0
-    if shutil.which("systemctl") is None or not _systemd_running():
-        out("systemd is not running here (%s): the unit is installed but not started; on a systemd "
-            "machine run: %s" % ("no systemctl" if shutil.which("systemctl") is None else "PID 1 is not systemd",
-                                 " && ".join(" ".join(c) for c in commands)))
-        return 0
-    for c in commands:
+    for c in SYSTEMCTL_COMMANDS:
         out("running: " + " ".join(c))
-        r = subprocess.run(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        r = subprocess.run(list(c), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:
             raise InstallError("%s failed (exit %d): %s\n  See: journalctl -u %s" % (
                 " ".join(c), r.returncode, r.stdout.strip(), UNIT_NAME))
     out("installed and started; follow it with: journalctl -fu %s" % UNIT_NAME)
     return 0
+
+
+def systemctl_plan(unit_dir, dry_run, systemctl, booted):
+    """(run systemctl now?, lines to print): skipped for another unit dir, without systemctl or systemd, in dry runs."""
+    steps = " && ".join(" ".join(c) for c in SYSTEMCTL_COMMANDS)
+    if os.path.abspath(unit_dir) != UNIT_DIR:
+        return False, ["the unit went to %s, not %s: not running systemctl (%s)" % (unit_dir, UNIT_DIR, steps)]
+    why = "no systemctl here" if systemctl is None else None if booted else "PID 1 is not systemd"
+    if why:
+        return False, ["%s: the unit %s but not enabled or started; on a systemd machine run: %s"
+                       % (why, "would be written" if dry_run else "is written", steps)]
+    if dry_run:
+        return False, ["would run: " + " ".join(c) for c in SYSTEMCTL_COMMANDS]
+    return True, []
 
 
 def _write(path, text, mode):

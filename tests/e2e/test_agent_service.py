@@ -143,8 +143,10 @@ def test_install_service_dry_run_changes_nothing(tmp_path):
     assert "Traceback" not in r.stderr
     assert "ExecStart=%s run --config %s --state-dir ${STATE_DIRECTORY}" % (EDGE_AGENT, config) in r.stdout
     assert "would write a default config %s" % config in r.stdout
-    assert "would run: systemctl daemon-reload" in r.stdout
-    assert "would run: systemctl enable --now edge-agent.service" in r.stdout
+    # What it says about systemctl depends on the machine, and is exactly what systemctl_plan says for it.
+    _, lines = service.systemctl_plan(service.UNIT_DIR, True, shutil.which("systemctl"),
+                                      os.path.isdir("/run/systemd/system"))
+    assert r.stdout.rstrip("\n").splitlines()[-len(lines):] == lines
     assert not config.exists() and not config.parent.exists()
     assert os.path.exists(os.path.join(service.UNIT_DIR, service.UNIT_NAME)) == before
 
@@ -258,3 +260,18 @@ def test_logs_are_shipped_at_a_bounded_rate(fresh_broker, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_install_service_systemctl_plan():
+    steps = "systemctl daemon-reload && systemctl enable --now edge-agent.service"
+    assert service.systemctl_plan(service.UNIT_DIR, False, "/usr/bin/systemctl", True) == (True, [])
+    assert service.systemctl_plan(service.UNIT_DIR, True, "/usr/bin/systemctl", True) == (False, [
+        "would run: systemctl daemon-reload", "would run: systemctl enable --now edge-agent.service"])
+    run, lines = service.systemctl_plan(service.UNIT_DIR, False, None, True)
+    assert not run and lines == ["no systemctl here: the unit is written but not enabled or started; "
+                                 "on a systemd machine run: " + steps]
+    run, lines = service.systemctl_plan(service.UNIT_DIR, True, "/usr/bin/systemctl", False)
+    assert not run and lines == ["PID 1 is not systemd: the unit would be written but not enabled or started; "
+                                 "on a systemd machine run: " + steps]
+    run, lines = service.systemctl_plan("/tmp/units", False, "/usr/bin/systemctl", True)
+    assert not run and "not running systemctl" in lines[0]
