@@ -126,7 +126,7 @@ def create_api(queries, metrics, link=None, api_token="", read_token=""):
             gaps = queries.gaps(device_id, d["boot"], d["next_seq"])
         return jsonify(device=jsonable(d), gaps=gaps, latest_window=jsonable(queries.latest_window(device_id)),
                        logs=jsonable(queries.logs(device_id, RECENT_LOGS)),
-                       commands=jsonable(queries.commands(device_id, RECENT_COMMANDS)))
+                       commands=[_command_view(c) for c in queries.commands(device_id, RECENT_COMMANDS)])
 
     @bp.get("/devices/<device_id>/telemetry")
     def telemetry(device_id):
