@@ -20,8 +20,11 @@ Commands (cmd topic) are validated with wire.codec.decode and answered with a
 usable id, unknown name) is reported as a `log` record instead. Nothing a
 command says can crash the agent.
 
-TODO hooks, for the GPS and LED/button issue: _poll_gps() (gpsd fixes -> `fix`
-records) and _indicate() (status LED, button to force a capture) are no-ops.
+GPS (edge_agent.gps): a reader thread keeps gpsd connected and completes fixes;
+_poll_gps() stores the newest one every gps.interval_s as a `fix` record, stamped
+with the receiver's time (tq gps) when that is plausible. Status LED and button
+(edge_agent.indicator): _indicate() shows online / offline / error and stores each
+button press as a `button_press` reading (and a waveform capture, if configured).
 """
 
 import ctypes
@@ -35,6 +38,8 @@ import time
 import numpy as np
 
 from edge_agent import features
+from edge_agent import gps as gps_mod
+from edge_agent import indicator as indicator_mod
 from edge_agent.outbox import OutboxError
 from edge_agent.ratelimit import TokenBucket
 from fieldwatch import __version__
@@ -160,11 +165,19 @@ class Sampler(threading.Thread):
 
 # ---- the agent ------------------------------------------------------------------------
 
+_FROM_CONFIG = object()   # Agent(gps=..., indicator=...) default: build from the configuration
+
+
 class Agent:
     """The running agent: create, then run() until stop() (or a signal handler calling it)."""
 
-    def __init__(self, conf, accel, outbox, keys, uplink_factory, reset_reason="unknown"):
-        """uplink_factory(status_payload, on_ack, on_command) -> an edge_agent.uplink.Uplink."""
+    def __init__(self, conf, accel, outbox, keys, uplink_factory, reset_reason="unknown",
+                 gps=_FROM_CONFIG, indicator=_FROM_CONFIG):
+        """uplink_factory(status_payload, on_ack, on_command) -> an edge_agent.uplink.Uplink.
+
+        gps (a gps.GpsReader) and indicator (an indicator.Indicator) are built from the
+        [gps] and [indicator] sections unless given; None leaves them out.
+        """
         self.conf = conf
         self.dev = conf["device"]["id"]
         self.accel = accel
@@ -196,6 +209,14 @@ class Agent:
         self._logs_held = 0               # log records not shipped since the last one that was
         self._reset_stream()
         self.sampler = Sampler(accel, self._accel_lock, self._poll_s())
+        # GPS and status LED / button (see _poll_gps, _indicate).
+        self.gps = gps_mod.from_config(conf) if gps is _FROM_CONFIG else gps
+        self.indicator = indicator_mod.from_config(conf) if indicator is _FROM_CONFIG else indicator
+        self.counters.update(gps_fixes=0, gps_connects=0, gps_connect_failures=0, button_presses=0)
+        self._next_fix = 0.0
+        self._gps_time_warned = False
+        self._error_count = 0
+        self._error_until = 0.0
 
     # ---- public -----------------------------------------------------------------------
     def stop(self):
@@ -650,10 +671,52 @@ class Agent:
 
     # ---- hooks for another issue -----------------------------------------------------------
     def _poll_gps(self):
-        """TODO(gps issue): read gpsd fixes and enqueue `fix` records (lat_e7, lon_e7, alt_mm MSL ...)."""
+        """Every gps.interval_s, store the newest fix gpsd completed since the last one as a `fix` record."""
+        if self.gps is None:
+            return
+        if not self.gps.started:
+            self.gps.start()              # connects in its own thread; an absent gpsd is retried there
+        now = time.monotonic()
+        if now < self._next_fix:
+            return
+        self._next_fix = now + self.conf["gps"]["interval_s"]
+        self.counters["gps_connects"] = self.gps.counters["gps_connects"]           # shown in status health
+        self.counters["gps_connect_failures"] = self.gps.counters["gps_connect_failures"]
+        fixes = self.gps.take()
+        if not fixes:
+            return                        # no gpsd, or no 2D/3D fix: nothing to store
+        fix = fixes[-1]
+        local_ms, local_tq = self.clock.stamp(fix.mono)
+        ms, tq = gps_mod.choose_time(fix.gps_ms, local_ms, local_tq)
+        if tq != "gps" and fix.gps_ms is not None and not self._gps_time_warned:
+            self._gps_time_warned = True
+            log.warning("GPS time %d ms is %.0f s away from our clock: fixes are stamped with our clock (tq %s)",
+                        fix.gps_ms, (fix.gps_ms - local_ms) / 1000.0, local_tq)
+        if self._enqueue("fix", [(ms, tq, fix.body)]):
+            self.counters["gps_fixes"] += 1
 
     def _indicate(self):
-        """TODO(led/button issue): status LED (connected / buffering / error), button -> capture."""
+        """Status LED: error (something failed lately), else online / offline; button presses -> readings."""
+        if self.indicator is None:
+            return
+        now = time.monotonic()
+        errors = self.counters["enqueue_errors"] + self.counters["loop_errors"] + self.sampler.read_errors
+        if errors != self._error_count:
+            self._error_count = errors
+            self._error_until = now + indicator_mod.ERROR_HOLD_S
+        if now < self._error_until:
+            self.indicator.show("error")
+        else:
+            self.indicator.show("online" if self.uplink.connected else "offline")
+        for t in self.indicator.presses():
+            self.counters["button_presses"] += 1
+            n = self.counters["button_presses"]
+            ms, tq = self.clock.stamp(t)
+            if self._enqueue("readings", [(ms, tq, ["button_press", n])]):
+                self.counters["readings"] += 1
+            log.info("button pressed (%d since start)", n)
+            if self.conf["indicator"]["capture_on_press"] and not self.sleeping and self._capture is None:
+                self._start_capture(self.conf["wave"]["samples"], None)
 
     # ---- shutdown ------------------------------------------------------------------------
     def _shutdown(self):

@@ -74,6 +74,33 @@ def band_edges(v):
     return out
 
 
+def tcp_port(v):
+    """A TCP port number, 1..65535."""
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        raise ValueError("must be a TCP port number 1..65535, got %r" % (v,)) from None
+    if isinstance(v, bool) or isinstance(v, float) and not v.is_integer() or not 1 <= n <= 65535:
+        raise ValueError("must be a TCP port number 1..65535, got %r" % (v,))
+    return n
+
+
+def gpio_pin(v):
+    """A gpiozero pin name ('GPIO17', 'BOARD11', 'J8:11') or BCM number; '' leaves the device out."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        if not 0 <= v <= 53:
+            raise ValueError("BCM pin %d does not exist; 0..53" % v)
+        return v
+    if not isinstance(v, str) or len(v) > 16:
+        raise ValueError("must be a pin name like GPIO17 or BOARD11, a BCM number, or \"\" for none")
+    v = v.strip()
+    if v.isdigit():
+        return gpio_pin(int(v))
+    if v and not all(c.isalnum() or c in ":_" for c in v):
+        raise ValueError("%r is not a pin name; like GPIO17, BOARD11 or J8:11" % v)
+    return v
+
+
 SCHEMA = {
     "device": {
         "id": cfg.Setting("", device_id, "device id (topic level and MQTT client id): a-z 0-9 - _, 1..32"),
@@ -132,6 +159,22 @@ SCHEMA = {
                                   "log records shipped on the logs topic, per second on average (the rest are "
                                   "counted in health logs_suppressed and summed up in the next shipped one)"),
         "ship_burst": cfg.Setting(20, cfg.at_least(1), "log records shipped in a burst at most"),
+    },
+    "gps": {
+        "enabled": cfg.Setting(True, help="read fixes from gpsd (absent gpsd is retried, never fatal)"),
+        "host": cfg.Setting("127.0.0.1", text(1, 253), "gpsd host"),
+        "port": cfg.Setting(2947, tcp_port, "gpsd port"),
+        "interval_s": cfg.Setting(10.0, cfg.at_least(0.1, float), "record the newest fix this often, s"),
+        "reconnect_max_s": cfg.Setting(30.0, cfg.at_least(0.5, float), "longest wait between gpsd connection attempts, s"),
+    },
+    "indicator": {
+        "enabled": cfg.Setting(True, help="status LED and event button through gpiozero (GPIOZERO_PIN_FACTORY "
+                               "picks the pin library; --hardware sim uses gpiozero's MockFactory)"),
+        "led_pin": cfg.Setting("GPIO17", gpio_pin, "status LED pin: on = online, slow blink = offline (buffering), "
+                               "fast blink = error; \"\" for none"),
+        "button_pin": cfg.Setting("GPIO27", gpio_pin, "event button pin (to ground, internal pull-up); a press "
+                                  "stores a button_press reading; \"\" for none"),
+        "capture_on_press": cfg.Setting(True, help="a button press also captures a waveform block"),
     },
 }
 
