@@ -27,6 +27,7 @@ RSS <= 40 MB, CPU <= 25 % of one core. The machine is shared: figures are noisy.
 import argparse
 import json
 import os
+import queue
 import shutil
 import socket
 import subprocess
@@ -151,16 +152,20 @@ def raw_publish(url, payload, messages, window=100):
 
 # ---- (c) ------------------------------------------------------------------------------
 
-def drain(url, state_dir, expected, batch_records=500):
-    """Send the outbox's backlog through Uplink until all is PUBACKed: (msgs/s, readings/s, messages, readings, payload bytes of a full batch)."""
+def drain(url, state_dir, expected, batch_records=500, confirmed=False):
+    """Send the outbox's backlog through Uplink; (msgs/s, readings/s, messages, readings, largest payload).
+
+    Ends when every message is PUBACKed, or with confirmed=True when the collector's delivery
+    confirmations have emptied the outbox (applied with Outbox.confirm, as the agent does).
+    """
     ob = open_outbox(state_dir, expected + 1000)
     boot = ob.keys.boot
+    acks = queue.SimpleQueue()
 
     def status(state):
         return codec.encode_status(DEVICE, boot, 0, int(time.time() * 1000), "ntp", state, "bench", "bench",
                                    "soft", 0, 0.0, 0)
-    up = Uplink(url, DEVICE, status, on_ack=lambda ranges: None, on_command=lambda payload, retained: None,
-                max_unacked=100)
+    up = Uplink(url, DEVICE, status, on_ack=acks.put, on_command=lambda payload, retained: None, max_unacked=100)
     up.start()
     try:
         if not up.wait_connected(10):
@@ -170,25 +175,41 @@ def drain(url, state_dir, expected, batch_records=500):
         messages = readings = 0
         full_size = 0
         last = t0 = time.monotonic()
+        end = t0 + 600 + expected / 1000.0
+
+        def apply_acks():
+            ranges = []
+            while not acks.empty():
+                ranges.extend(acks.get())
+            if ranges:
+                ob.confirm(ranges)
         while True:
+            if confirmed:
+                apply_acks()
+            if time.monotonic() - last > 5:
+                last = time.monotonic()
+                progress("drain: %d of %d readings published%s" % (
+                    readings, expected, ", %d confirmed" % (expected - ob.depth()) if confirmed else ""))
+            if time.monotonic() > end:
+                raise RuntimeError("the drain did not finish in %.0f s" % (end - t0))
+            if not up.connected:
+                raise RuntimeError("the uplink lost its connection during the drain")
             if not up.can_publish():
                 time.sleep(0.0005)
                 continue
             batch = ob.next_batch(max_records=batch_records, backlog_records=None)
             if batch is None:
+                if confirmed and ob.depth():
+                    time.sleep(0.0005)    # all sent: wait for the confirmations
+                    continue
                 break
             payload = batch.payload(DEVICE)
-            while not up.publish(topic, payload):
-                if not up.connected:
-                    raise RuntimeError("the uplink lost its connection during the drain")
-                time.sleep(0.0005)
+            if not up.publish(topic, payload):
+                continue
             ob.mark_sent(batch)
             messages += 1
             readings += len(batch)
             full_size = max(full_size, len(payload))
-            if time.monotonic() - last > 5:
-                last = time.monotonic()
-                progress("drain: %d of %d readings published" % (readings, expected))
         while up.unacked:
             if not up.connected:
                 raise RuntimeError("the uplink lost its connection before the last PUBACKs")
@@ -197,7 +218,7 @@ def drain(url, state_dir, expected, batch_records=500):
     finally:
         up.stop(None)
         ob.close()
-    if readings != expected:
+    if readings < expected:
         raise RuntimeError("drained %d readings, the backlog held %d" % (readings, expected))
     return messages / dt, readings / dt, messages, readings, full_size
 
@@ -212,6 +233,33 @@ def full_batch_payload(state_dir, batch_records=500):
         return ob.next_batch(max_records=batch_records).payload(DEVICE)
     finally:
         ob.close()
+
+
+def confirmed_drain(broker, state_dir, expected, batch_records):
+    """(c') the same backlog again, now to the real collector with a private PostgreSQL, until confirmed."""
+    from tests.harness.collector import CollectorProcess, count_keys
+    from tests.harness.postgres import PostgresCluster
+
+    progress("(c') starting a private PostgreSQL and the collector")
+    pg = PostgresCluster()
+    collector = None
+    try:
+        pg.start()
+        db = pg.create_database("bench_agent")
+        collector = CollectorProcess(broker.url, db, client_id="bench-agent-collector").start(timeout=60)
+        progress("(c') draining the backlog again, until the collector's confirmations empty the outbox")
+        msgs_s, _, messages, sent, _ = drain(broker.url, state_dir, expected, batch_records, confirmed=True)
+        rows, keys = count_keys(db, "readings")
+        if rows != expected or keys != expected:
+            raise RuntimeError("the database holds %d rows, %d distinct keys; the backlog held %d" % (rows, keys, expected))
+    finally:
+        if collector is not None:
+            collector.terminate()
+            os.unlink(collector.log.name)
+        pg.cleanup()
+    dt = messages / msgs_s
+    return {"drain_confirmed_msgs_per_s": msgs_s, "drain_confirmed_readings_per_s": expected / dt,
+            "drain_confirmed_resent_readings": sent - expected, "drain_confirmed_db_rows": rows}
 
 
 # ---- (d) ------------------------------------------------------------------------------
@@ -332,6 +380,8 @@ def run(args):
          full) = drain(broker.url, os.path.join(work, "c"), args.backlog, args.batch_records)
         res["drain_ratio"] = res["drain_msgs_per_s"] / res["raw_publish_msgs_per_s"]
         res["backlog_readings"] = args.backlog
+        if args.with_collector:
+            res.update(confirmed_drain(broker, os.path.join(work, "c"), args.backlog, args.batch_records))
         shutil.rmtree(os.path.join(work, "c"), ignore_errors=True)
 
         progress("(d) edge-agent on the simulated chip at %s Hz for %.0f s" % (args.rate_hz, args.cpu_seconds))
@@ -370,6 +420,11 @@ def table(res):
         ("(c)   the same in readings (%s readings, %s msgs)" % (_fmt(res["drain_readings"]),
                                                               _fmt(res["drain_messages"])),
          res["drain_readings_per_s"], "readings/s", ""),
+        *([("(c') drain to collector + PostgreSQL until confirmed", res["drain_confirmed_msgs_per_s"], "msgs/s", ""),
+            ("(c')   in readings (%s rows stored, %s resent)" % (_fmt(res["drain_confirmed_db_rows"]),
+                                                               _fmt(res["drain_confirmed_resent_readings"])),
+             res["drain_confirmed_readings_per_s"], "readings/s", "")]
+          if "drain_confirmed_msgs_per_s" in res else []),
         ("(c) drain / raw (msgs/s, same message size)", res["drain_ratio"], "x",
          ">= %.1f: %s" % (TARGET_RATIO, verdict(res["drain_ratio"] >= TARGET_RATIO))),
         ("(d) agent CPU at %s Hz, %g s (one core = 100)" % (_fmt(res["agent_rate_hz"]), res["agent_seconds"]),
@@ -384,7 +439,8 @@ def table(res):
         lines.append("%-58s %12s %-10s %s" % (name, _fmt(value), unit, target))
     lines.append("")
     lines.append("(c) ends at the broker's PUBACK: no collector runs, so the collector's delivery confirmation")
-    lines.append("    is not part of it (tools/bench_ingest.py measures the collector). Unpaced, as after `flush`;")
+    lines.append("    is not part of it%s. Unpaced, as after `flush`;" % (
+        " ((c') is: --with-collector)" if "drain_confirmed_msgs_per_s" in res else " (add it with --with-collector)"))
     lines.append("    the agent paces backlog at outbox.backlog_records_per_s behind live data.")
     return "\n".join(lines)
 
@@ -403,6 +459,9 @@ def main(argv=None):
                    help="simulated ADXL345 rate for (d), Hz (default %(default)s: the lowest ADXL345 rate at or "
                         "above 1 kHz)")
     p.add_argument("--cpu-seconds", type=float, help="duration of (d), s (default 20; --quick 3)")
+    p.add_argument("--with-collector", action="store_true",
+                   help="(c') also drain the backlog to the real collector with a private PostgreSQL, until its "
+                        "delivery confirmations empty the outbox; checks every reading is stored once")
     p.add_argument("--quick", action="store_true", help="a small run (about 15 s) for smoke tests")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)

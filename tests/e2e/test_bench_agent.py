@@ -1,4 +1,4 @@
-"""Smoke test of the edge agent benchmark: a tiny run, one JSON object with positive figures."""
+"""Smoke test of the edge agent benchmark: a tiny run (with the collector), one JSON object with positive figures."""
 
 import json
 import os
@@ -14,7 +14,7 @@ KEYS = ("outbox_enqueue_per_s", "outbox_enqueue_batched_per_s", "raw_publish_msg
 
 def test_bench_agent_quick_json():
     r = subprocess.run([sys.executable, "-m", "tools.bench_agent", "--quick", "--json", "--backlog", "2000",
-                        "--raw-messages", "200", "--enqueue-seconds", "0.5", "--cpu-seconds", "2"],
+                        "--raw-messages", "200", "--enqueue-seconds", "0.5", "--cpu-seconds", "2", "--with-collector"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
@@ -27,6 +27,9 @@ def test_bench_agent_quick_json():
     assert res["drain_messages"] >= res["drain_readings"] / 500
     assert abs(res["drain_ratio"] - res["drain_msgs_per_s"] / res["raw_publish_msgs_per_s"]) < 1e-9
     assert "(c) draining" in r.stderr
+    # --with-collector: the same backlog to the real collector, every reading stored exactly once.
+    assert res["drain_confirmed_db_rows"] == 2000
+    assert res["drain_confirmed_msgs_per_s"] > 0 and res["drain_confirmed_readings_per_s"] > 0
 
 
 def test_bench_agent_bad_option_is_a_message():
