@@ -6,6 +6,7 @@ and run the real `edge-agent run --hardware sim` process against a private broke
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -177,6 +178,15 @@ def test_install_service_writes_a_unit_systemd_accepts(tmp_path):
                        timeout=60)
     # verify exits 0 even for unknown keys and bad values: it must also say nothing about our unit.
     assert v.returncode == 0 and service.UNIT_NAME not in v.stdout + v.stderr, v.stdout + v.stderr
+    # systemd's own hardening score (systemd >= 250 can rate a unit file offline): "OK" or better.
+    sec = subprocess.run([analyze, "security", "--offline=yes", str(units / service.UNIT_NAME)],
+                         capture_output=True, text=True, timeout=60)
+    if "--offline" in sec.stderr or "Unknown option" in sec.stderr:
+        pytest.skip("this systemd-analyze cannot rate a unit file offline: the score is not checked")
+    level = re.search(r"Overall exposure level for %s: ([0-9.]+) (\w+)" % re.escape(service.UNIT_NAME),
+                      sec.stdout + sec.stderr)
+    assert level is not None, sec.stdout + sec.stderr
+    assert level.group(2) in ("PERFECT", "SAFE", "OK"), level.group(0)
 
 
 def test_install_service_user_mistakes_get_precise_messages(tmp_path):
