@@ -675,7 +675,7 @@ class Agent:
         if self.gps is None:
             return
         if not self.gps.started:
-            self.gps.start()              # connects in its own thread; an absent gpsd is retried there
+            self.gps.start(until=self._stop)   # its own thread, ended by stop(); an absent gpsd is retried there
         now = time.monotonic()
         if now < self._next_fix:
             return

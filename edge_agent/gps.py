@@ -233,11 +233,13 @@ class GpsReader:
         """True once start() has been called."""
         return self._thread is not None
 
-    def start(self):
-        """Start the reader thread (connects in the background)."""
+    def start(self, until=None):
+        """Start the reader thread (connects in the background); it stops by itself once `until` is set."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="gps", daemon=True)
             self._thread.start()
+            if until is not None:
+                threading.Thread(target=lambda: until.wait() and self.stop(), name="gps-stop", daemon=True).start()
 
     def stop(self, timeout=5.0):
         """End the thread and close the connection."""

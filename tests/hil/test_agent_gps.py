@@ -18,13 +18,12 @@ import datetime
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -281,15 +280,16 @@ def test_gps_reader_survives_gpsd_killed_and_restarted(gpsfake_factory, reader_f
 def test_gps_reader_without_gpsd_retries_quietly(reader_factory, caplog):
     caplog.set_level(logging.DEBUG, logger="edge_agent.gps")
     reader = reader_factory(free_port())
-    reader.start()
+    halt = threading.Event()
+    reader.start(until=halt)          # as the agent starts it: ended when the agent stops
     wait_for(lambda: reader.counters["gps_connect_failures"] >= 4, 10, "repeated connection attempts")
     assert not reader.connected.is_set()
     assert reader.take() == []
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "not usable" in warnings[0].getMessage(), [r.getMessage() for r in warnings]
-    t = time.monotonic()
-    reader.stop()
-    assert time.monotonic() - t < 2 and not reader._thread.is_alive()
+    halt.set()
+    reader._thread.join(2)
+    assert not reader._thread.is_alive()
 
 
 # ---- conversion details (no gpsd needed) -------------------------------------------------------
