@@ -13,6 +13,9 @@ Starts a private Mosquitto (tests/harness/broker.py), then measures:
       drain ends at PUBACK, not at the collector's delivery confirmation (which
       would add the collector's and PostgreSQL's cost: tools/bench_ingest.py);
       nobody subscribes to the telemetry topics in (b) or (c);
+  (c') with --with-collector: the same backlog again to the real collector and a
+      private PostgreSQL (tests/harness), until its delivery confirmations have
+      emptied the outbox; fails unless the database holds one row per reading;
   (d) the real `edge-agent run --hardware sim` process sampling the simulated
       ADXL345 at --rate-hz for --cpu-seconds against the same broker: CPU% of one
       core from /proc/PID/stat (utime + stime) and RSS from /proc/PID/status.
@@ -21,6 +24,7 @@ The issue's targets are printed beside the figures: drain >= 0.9 x raw,
 RSS <= 40 MB, CPU <= 25 % of one core. The machine is shared: figures are noisy.
 
     python -m tools.bench_agent                  # full run: 1,000,000-reading backlog
+    python -m tools.bench_agent --with-collector # and (c')
     python -m tools.bench_agent --quick --json   # smaller, one JSON object on stdout
 """
 
