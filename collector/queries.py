@@ -1,6 +1,9 @@
 """All SQL of the status page and the API: named methods, no SQL elsewhere in the web side.
 
-messages_1m is counted from the stored records: the records of one message
+The per-minute figures count stored records stamped (device time) within the
+last minute, so they use the (device_id, ts) indexes; a backlog being replayed
+does not show in them (the device's buffer depth and missing keys show it).
+messages_1m groups those records into messages: the records of one message
 share their receipt time and hold consecutive keys, so each such run counts as
 one message (two messages of one kind with adjacent keys received in the same
 millisecond count as one; duplicates that were dropped are not counted).
@@ -15,6 +18,10 @@ from psycopg_pool import ConnectionPool
 
 # How long after its last message a device still counts as online, seconds.
 ONLINE_WINDOW_S = 120
+# The device list counts missing keys among the last GAP_WINDOW keys of the current boot
+# only (an index range per table, cheap for every device on every refresh); the device
+# view lists gap ranges over the whole boot.
+GAP_WINDOW = 20_000
 
 # Device record tables and the key columns a delivery-gap check reads.
 _KEYED = (("readings", "boot", "seq"), ("fixes", "boot", "seq"), ("feature_windows", "boot", "seq"),
@@ -37,18 +44,19 @@ _DEVICE_COLUMNS = """
     extract(epoch FROM now() - d.last_seen)::float8 AS last_seen_age_s,
     (d.state = 'online' AND d.last_seen > now() - make_interval(secs => %(online_s)s)) AS online,
     (SELECT count(*) FROM readings r WHERE r.device_id = d.device_id
-       AND r.recv_ts > now() - interval '1 minute') AS readings_1m,
+       AND r.ts > now() - interval '1 minute') AS readings_1m,
     (SELECT count(*) FROM feature_windows w WHERE w.device_id = d.device_id
-       AND w.recv_ts > now() - interval '1 minute') AS windows_1m,
+       AND w.ts > now() - interval '1 minute') AS windows_1m,
     (SELECT count(DISTINCT (k, recv_ts, boot, grp)) FROM (""" + " UNION ALL ".join(
     "SELECT %d AS k, recv_ts, boot, seq - row_number() OVER (PARTITION BY recv_ts, boot ORDER BY seq) AS grp "
-    "FROM %s WHERE device_id = d.device_id AND recv_ts > now() - interval '1 minute'" % (i, t)
+    "FROM %s WHERE device_id = d.device_id AND ts > now() - interval '1 minute'" % (i, t)
     for i, t in enumerate(("readings", "fixes", "feature_windows", "waveforms", "device_logs"))) + """
      ) m) AS messages_1m,
-    CASE WHEN d.boot IS NULL OR d.next_seq IS NULL THEN NULL ELSE greatest(0, d.next_seq - (
+    CASE WHEN d.boot IS NULL OR d.next_seq IS NULL THEN NULL ELSE greatest(0, least(d.next_seq, %(gap_window)s) - (
         """ + " + ".join(
-    "(SELECT count(*) FROM %s k WHERE k.device_id = d.device_id AND k.%s = d.boot AND k.%s < d.next_seq)"
-    % (t, b, s) for t, b, s in _KEYED) + """)) END AS missing
+    "(SELECT count(*) FROM %s k WHERE k.device_id = d.device_id AND k.%s = d.boot "
+    "AND k.%s >= d.next_seq - %%(gap_window)s AND k.%s < d.next_seq)"
+    % (t, b, s, s) for t, b, s in _KEYED) + """)) END AS missing
 """
 
 
@@ -80,12 +88,12 @@ class Queries:
     def devices(self):
         """Every device with its state, health, records and messages over the last minute, missing keys."""
         return self._all("SELECT " + _DEVICE_COLUMNS + " FROM devices d ORDER BY d.device_id",
-                         {"online_s": ONLINE_WINDOW_S})
+                         {"online_s": ONLINE_WINDOW_S, "gap_window": GAP_WINDOW})
 
     def device(self, device_id):
         """One device like devices() lists it, or None."""
         return self._one("SELECT " + _DEVICE_COLUMNS + " FROM devices d WHERE d.device_id = %(dev)s",
-                         {"online_s": ONLINE_WINDOW_S, "dev": device_id})
+                         {"online_s": ONLINE_WINDOW_S, "gap_window": GAP_WINDOW, "dev": device_id})
 
     def device_exists(self, device_id):
         """True when the device has sent anything."""

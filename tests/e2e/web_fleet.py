@@ -41,6 +41,7 @@ class Fleet:
         self.status = {}           # dev -> (boot, next_seq, fw)
         self.gaps = {}             # dev -> [[first, last]] never sent
         self.quarantined = []      # (topic, code)
+        self.messages = {}         # dev -> [[ts_ms of each record] per message sent]
 
     def stop(self):
         """Stop the publisher and the collector."""
@@ -119,6 +120,8 @@ def _publish(f, broker):
     pub.send(dev, "log", boot, 25, 26, codec.encode_logs(dev, boot, 25, now, "ntp", [[ts - now, l, t] for _, ts, l, t in logs]))
     late = [(30, now - 300, "temp_c", 22.0), (31, now - 200, "temp_c", 22.5)]   # 27..29 never sent: a gap
     pub.send(dev, "readings", boot, 30, 31, codec.encode_readings(dev, boot, 30, now, "ntp", [[ts - now, n, v] for _, ts, n, v in late]))
+    f.messages[dev] = [[ts for _, ts, _ in wins], [r[1] for r in reads], [r[1] for r in fixes], [r[1] for r in logs],
+                       [r[1] for r in late]]
     f.readings[dev] = reads + late
     f.fixes[dev] = fixes
     f.logs[dev] = logs
@@ -129,6 +132,7 @@ def _publish(f, broker):
     pub.send("pump-02", "readings", 1, 0, 3, codec.encode_readings(
         "pump-02", 1, 0, now, "ntp", [[ts - now, n, v] for _, ts, n, v in reads2]))
     f.readings["pump-02"] = reads2
+    f.messages["pump-02"] = [[r[1] for r in reads2]]
     f.status["pump-02"] = (1, 4, "0.9.0")
     f.gaps["pump-02"] = []
     for d, (b, nxt, fw) in f.status.items():
