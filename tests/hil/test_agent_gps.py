@@ -118,6 +118,10 @@ class GpsFake:
         self.kill()
         if self.errlog:
             self.errlog.close()
+        # gpsd exports fixes in a SysV shared memory segment keyed by its port (gpsfake sets
+        # GPSD_SHM_KEY=0x4770<port>) and, having dropped privileges, cannot remove it: we do.
+        subprocess.run(["ipcrm", "-M", "0x4770%04X" % self.port], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
 
 
 @pytest.fixture
