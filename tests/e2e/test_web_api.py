@@ -303,3 +303,39 @@ def test_web_openapi_describes_exactly_the_routes_that_exist(fleet):
         op = doc["paths"][p][m]
         declared = {x["name"] for x in op.get("parameters", []) if x["in"] == "path"}
         assert declared == {seg[1:-1] for seg in p.split("/") if seg.startswith("{")}, (p, m)
+
+
+def test_web_grafana_dashboard_uses_provisioned_sources_real_metrics_and_working_sql(fleet):
+    import re
+    from pathlib import Path
+
+    import psycopg
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
+    sources = yaml.safe_load((root / "provisioning/datasources/fieldwatch.yaml").read_text())["datasources"]
+    uids = {s["uid"]: s["type"] for s in sources}
+    assert set(uids.values()) == {"prometheus", "grafana-postgresql-datasource"}
+    provider = yaml.safe_load((root / "provisioning/dashboards/fieldwatch.yaml").read_text())["providers"][0]
+    assert provider["type"] == "file" and provider["options"]["path"]
+    dash = json.loads((root / "dashboards/fieldwatch.json").read_text())
+    _, metrics_text = get(fleet.url + "/metrics")
+    exported = set(re.findall(r"^(fieldwatch_\w+)", metrics_text, re.M))
+    devices = ",".join("'%s'" % d for d in fleet.status)
+    targets = [t for p in dash["panels"] if p["type"] != "row" for t in p["targets"]]
+    assert targets
+    for v in dash["templating"]["list"]:
+        assert uids[v["datasource"]["uid"]] == v["datasource"]["type"]
+    with psycopg.connect(fleet.db) as conn:
+        assert [r[0] for r in conn.execute(dash["templating"]["list"][0]["query"])] == sorted(fleet.status)
+        for t in targets:
+            assert uids[t["datasource"]["uid"]] == t["datasource"]["type"], t
+            if t["datasource"]["type"] == "prometheus":
+                used = set(re.findall(r"fieldwatch_\w+", t["expr"]))
+                assert used and used <= exported, "metrics the collector does not export: %s" % (used - exported)
+            else:
+                q = re.sub(r"\$__timeFilter\((\w+)\)", r"\1 BETWEEN now() - interval '1 day' AND now() + interval '1 hour'",
+                           t["rawSql"]).replace("$device", devices)
+                assert "$" not in q, q
+                rows = conn.execute(q).fetchall()
+                assert rows, "no rows for: " + q
