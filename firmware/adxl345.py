@@ -39,9 +39,8 @@ _INT_OVERRUN = const(0x01)
 _FIFO_STREAM = const(0x80)  # mode 2 << 6
 _ENTRY = const(6)           # bytes per FIFO entry
 
-ADDRESS = const(0x53)       # SDO/ALT ADDRESS low; 0x1D with SDO high
-LSB_PER_G = const(256)      # FULL_RES: 3.9 mg/LSB at every range
-SCALE_G = 1.0 / 256         # g per count (FULL_RES)
+_ADDRESS = const(0x53)      # SDO/ALT ADDRESS low; 0x1D with SDO high
+SCALE_G = 1.0 / 256         # g per count (FULL_RES: 256 LSB/g, 3.9 mg/LSB at every range)
 RATES_HZ = (6.25, 12.5, 25, 50, 100, 200, 400, 800, 1600, 3200)  # codes 6..15
 RANGES_G = (2, 4, 8, 16)    # codes 0..3
 
@@ -53,7 +52,7 @@ class ADXL345Error(Exception):
 class ADXL345:
     """FIFO-streaming driver: drain() copies raw entries into a caller's bytearray."""
 
-    def __init__(self, i2c, address=ADDRESS, rate_hz=800, range_g=16, watermark=16):
+    def __init__(self, i2c, address=_ADDRESS, rate_hz=800, range_g=16, watermark=16):
         self._i2c = i2c
         self._address = address
         self._reg = bytearray(1)       # single-register reads and writes

@@ -7,11 +7,11 @@
 # `stale_ms` it degrades to "rtc" (still a wall clock, may drift: ESP32's RC
 # oscillator drifts ~ up to several seconds a day).
 #
+# NTP (SNTP, RFC 4330) is in ntp.py, loaded only while a sync runs.
+#
 # Times are integers of ms. On a 32-bit port these exceed small-int range and
 # become big ints (a few allocations per record, not per sample).
 
-import socket
-import struct
 import time
 
 try:
@@ -20,7 +20,6 @@ except ImportError:
     def const(x):
         return x
 
-NTP_DELTA_S = const(2208988800)   # 1900-01-01 to 1970-01-01
 MIN_VALID_MS = 1577836800000      # 2020-01-01: anything earlier is not a real clock
 
 
@@ -86,43 +85,25 @@ class Clock:
         return False
 
     def sync_ntp(self, host="pool.ntp.org", port=123, retries=3, timeout_s=1):
-        """SNTP query with retries; True when the clock was set ('ntp')."""
-        for _ in range(retries):
-            ms = ntp_time_ms(host, port, timeout_s)
-            if ms is not None and self.set(ms, "ntp"):
-                return True
-            self.ntp_failures += 1
-        return False
+        """SNTP query with retries; True when the clock was set ('ntp').
+
+        The SNTP client (ntp.py) is imported for the query and dropped afterwards:
+        a sync runs at boot and every few hours, so its code need not stay in the heap.
+        """
+        import sys
+        import ntp
+        try:
+            for _ in range(retries):
+                ms = ntp.time_ms(host, port, timeout_s)
+                if ms is not None and self.set(ms, "ntp"):
+                    return True
+                self.ntp_failures += 1
+            return False
+        finally:
+            del sys.modules["ntp"]
 
 
 def _epoch_shift():
     # MicroPython ports differ in epoch: the ESP32 counts from 2000-01-01 unless built
     # with 1970 (MICROPY_EPOCH_IS_1970, default since 1.22?); detect it.
     return 946684800 if time.gmtime(0)[0] == 2000 else 0
-
-
-def ntp_time_ms(host, port=123, timeout_s=1):
-    """One SNTP (RFC 4330) request: server transmit time in epoch ms, or None."""
-    query = bytearray(48)
-    query[0] = 0x1B  # LI 0, version 3, mode 3 (client)
-    s = None
-    try:
-        addr = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.settimeout(timeout_s)
-        t0 = time.ticks_ms()
-        s.sendto(query, addr)
-        msg = s.recv(48)
-        rtt = time.ticks_diff(time.ticks_ms(), t0)
-    except OSError:
-        return None
-    finally:
-        if s is not None:
-            s.close()
-    if len(msg) < 48 or msg[1] == 0:  # stratum 0: kiss-of-death
-        return None
-    secs, frac = struct.unpack("!II", msg[40:48])
-    if secs == 0:
-        return None
-    # transmit time + half the round trip
-    return (secs - NTP_DELTA_S) * 1000 + (frac * 1000 >> 32) + rtt // 2

@@ -5,10 +5,12 @@
 # set_callback, set_last_will, connect(clean_session), publish, subscribe,
 # check_msg, ping, disconnect, and the `pid` and `sock` attributes. What we add:
 #
-# - One write per packet, TCP_NODELAY: umqtt writes a PUBLISH in four small
+# - Few writes per packet, TCP_NODELAY: umqtt writes a PUBLISH in four small
 #   writes; with Nagle + delayed ACKs each QoS 1 publish then costs ~40 ms (22 msg/s).
-#   Its socket is wrapped (_Sock): writes are gathered in a buffer and sent with one
-#   send when umqtt next reads (or we flush), and TCP_NODELAY is set as well.
+#   Its socket is wrapped (_Sock): small writes (packet header, topic, packet id) are
+#   gathered in a buffer allocated once and sent with one send when umqtt next reads
+#   (or we flush); a payload too big for it goes straight out after them, without
+#   being copied. TCP_NODELAY is set as well.
 # - A PUBACK timeout: umqtt blocks in publish() until the PUBACK, and its wait_msg()
 #   calls setblocking(True), which would drop any timeout we set. The wrapper maps
 #   setblocking(True) to settimeout(timeout_s), so a lost PUBACK raises OSError
@@ -25,6 +27,8 @@
 import socket as _socket
 import time
 
+from micropython import const
+
 try:
     import random
 except ImportError:  # pragma: no cover
@@ -34,8 +38,9 @@ from wire import codec, topics
 
 _IPPROTO_TCP = getattr(_socket, "IPPROTO_TCP", 6)   # same value in Linux and lwIP
 _TCP_NODELAY = getattr(_socket, "TCP_NODELAY", 1)
-_MAX_PID = 65535
-_INBOX_MAX = 32
+_GATHER = const(256)   # bytes of small writes gathered into one send
+_MAX_PID = const(65535)
+_INBOX_MAX = const(32)
 
 
 class _Sock:
@@ -44,7 +49,8 @@ class _Sock:
     def __init__(self, sock, timeout_s):
         self._s = sock
         self._timeout = timeout_s
-        self._out = bytearray()
+        self._out = bytearray(_GATHER)
+        self._n = 0
         sock.settimeout(timeout_s)
         try:
             sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
@@ -55,25 +61,34 @@ class _Sock:
         self._s.connect(addr)
 
     def write(self, buf, n=None):
+        if isinstance(buf, str):  # umqtt 1.3.4 writes a str client id / topic as it is
+            buf = buf.encode()
         if n is None:
-            self._out.extend(buf)
-        else:
-            self._out.extend(memoryview(buf)[:n])
-        return len(buf) if n is None else n
+            n = len(buf)
+        if self._n + n > _GATHER:
+            self.flush()
+            if n > _GATHER:  # a payload: send it as it is
+                self._send(buf if n == len(buf) else memoryview(buf)[:n], n)
+                return n
+        self._out[self._n:self._n + n] = buf if n == len(buf) else memoryview(buf)[:n]
+        self._n += n
+        return n
+
+    def _send(self, data, n):
+        sent = 0
+        while sent < n:
+            k = self._s.write(data if sent == 0 else memoryview(data)[sent:n])
+            if k is None:  # would block on a non-blocking socket
+                self._s.settimeout(self._timeout)
+                continue
+            sent += k
 
     def flush(self):
         """Send everything gathered so far, in one send where the stack allows."""
-        out = self._out
-        if out:
-            mv = memoryview(out)
-            sent = 0
-            while sent < len(out):
-                k = self._s.write(mv[sent:])
-                if k is None:  # would block on a non-blocking socket
-                    self._s.settimeout(self._timeout)
-                    continue
-                sent += k
-            self._out = bytearray()
+        if self._n:
+            n = self._n
+            self._n = 0
+            self._send(memoryview(self._out)[:n], n)
 
     def read(self, n):
         self.flush()

@@ -18,7 +18,7 @@
 # parser merges them and emits the fix when a sentence with a new time starts the
 # next epoch (or on flush()).
 #
-# Memory: one preallocated line buffer (MAX_LINE bytes); a line is split only once it
+# Memory: one preallocated line buffer (_MAX_LINE bytes); a line is split only once it
 # is complete and checksummed, so garbage costs no allocation. At 9600 baud a GPS
 # sends ~1 KB/s: a 512-byte UART rxbuf covers the longest burst between two polls of
 # 0.5 s (see app.py).
@@ -29,8 +29,8 @@ except ImportError:
     def const(x):
         return x
 
-MAX_LINE = const(120)       # NMEA says 82 with CR LF; some receivers send ~100
-MAX_PENDING = const(8)      # fixes kept until pop(); older ones are dropped
+_MAX_LINE = const(120)       # NMEA says 82 with CR LF; some receivers send ~100
+_MAX_PENDING = const(8)      # fixes kept until pop(); older ones are dropped
 _DAY_MS = const(86400000)
 
 _DOLLAR = const(0x24)
@@ -153,7 +153,7 @@ class NMEAParser:
     """Feed bytes from the GPS UART; pop() returns completed fixes."""
 
     def __init__(self):
-        self._line = bytearray(MAX_LINE)   # allocated once
+        self._line = bytearray(_MAX_LINE)   # allocated once
         self._n = 0
         self._in_line = False
         self.pending = []
@@ -198,7 +198,7 @@ class NMEAParser:
             elif c < 32 or c > 126:
                 self._in_line = False  # binary noise inside a line: drop it
                 self.ignored += 1
-            elif self._n >= MAX_LINE:
+            elif self._n >= _MAX_LINE:
                 self._in_line = False
                 self.overlong += 1
             else:
@@ -340,7 +340,7 @@ class NMEAParser:
         fix = {"time_ms": time_ms, "mode": mode, "lat_e7": self._lat, "lon_e7": self._lon,
                "alt_mm": self._alt if mode == 3 else None, "speed_mmps": self._speed,
                "track_cdeg": self._track, "sats": self._sats}
-        if len(self.pending) >= MAX_PENDING:
+        if len(self.pending) >= _MAX_PENDING:
             self.pending.pop(0)
         self.pending.append(fix)
         self._lat = None  # emitted once

@@ -23,7 +23,11 @@
 # status message.
 #
 # Memory: per segment a 3-item list; per record in flight an 8-item list (at most
-# `window`); payloads are read from flash when sent.
+# `window`); payloads are read from flash when sent. Record heads and CRCs go
+# through two buffers allocated once, and a record is written as head, payload and
+# CRC (three writes, one flush) rather than concatenated first: on a 100 KB heap a
+# payload-sized copy is what fails first once the heap is fragmented. A torn record
+# is still caught by its length/CRC at recovery.
 
 import os
 import struct
@@ -44,7 +48,7 @@ _MAGIC = const(0xA5)
 _HEAD = "<BBHIIH"
 _HEAD_SIZE = const(14)
 KINDS = ("readings", "fix", "wave", "features", "log", "result")
-MAX_PAYLOAD = const(16384)
+_MAX_PAYLOAD = const(16384)
 
 
 def _seg_name(d, no):
@@ -64,6 +68,9 @@ class Ring:
         self.torn = 0       # segments whose tail failed the length/CRC check at recovery
         self.appended = 0
         self.confirmed = 0
+        self._hbuf = bytearray(_HEAD_SIZE)
+        self._cbuf = bytearray(4)
+        self._head_recs = 0  # confirmed records before _head_off in the oldest segment
         try:
             os.mkdir(directory)
         except OSError:
@@ -113,38 +120,44 @@ class Ring:
         # The record at offset off: (next offset, kind, boot, seq, n, payload);
         # None at a clean end, False when torn or corrupt.
         f.seek(off)
-        head = f.read(_HEAD_SIZE)
-        if not head:
+        head = self._hbuf
+        got = f.readinto(head)
+        if not got:
             return None
-        if len(head) < _HEAD_SIZE or head[0] != _MAGIC:
+        if got < _HEAD_SIZE or head[0] != _MAGIC:
             return False
         magic, kind, length, boot, seq, n = struct.unpack(_HEAD, head)
-        if kind >= len(KINDS) or length > MAX_PAYLOAD:
+        if kind >= len(KINDS) or length > _MAX_PAYLOAD:
             return False
-        body = f.read(length + 4)
-        if len(body) < length + 4:
+        payload = f.read(length)
+        if len(payload) < length or f.readinto(self._cbuf) < 4:
             return False
-        crc = crc32(body[:length], crc32(head)) & 0xFFFFFFFF
-        if struct.unpack("<I", body[length:])[0] != crc:
+        crc = crc32(payload, crc32(head)) & 0xFFFFFFFF
+        if struct.unpack("<I", self._cbuf)[0] != crc:
             return False
-        return (off + _HEAD_SIZE + length + 4, KINDS[kind], boot, seq, n, body[:length])
+        return (off + _HEAD_SIZE + length + 4, KINDS[kind], boot, seq, n, payload)
 
     # ---- producing -------------------------------------------------------------------
     def append(self, kind, boot, seq, n, payload):
         """Store one record durably (one write + flush); drop the oldest segment when full."""
-        if len(payload) > MAX_PAYLOAD:
-            raise ValueError("record of %d bytes > %d" % (len(payload), MAX_PAYLOAD))
-        head = struct.pack(_HEAD, _MAGIC, KINDS.index(kind), len(payload), boot, seq, n)
-        crc = crc32(payload, crc32(head)) & 0xFFFFFFFF
+        if len(payload) > _MAX_PAYLOAD:
+            raise ValueError("record of %d bytes > %d" % (len(payload), _MAX_PAYLOAD))
+        head = self._hbuf
+        struct.pack_into(_HEAD, head, 0, _MAGIC, KINDS.index(kind), len(payload), boot, seq, n)
+        struct.pack_into("<I", self._cbuf, 0, crc32(payload, crc32(head)) & 0xFFFFFFFF)
+        size = _HEAD_SIZE + len(payload) + 4
         last = self._segs[-1]
-        if last[2] and last[2] + len(head) + len(payload) + 4 > self.segment_bytes:
+        if last[2] and last[2] + size > self.segment_bytes:
             self._new_segment()
             last = self._segs[-1]
-        # one write of the whole record: a power cut leaves at most this one torn
-        self._f.write(head + payload + struct.pack("<I", crc))
-        self._f.flush()
+        # written and flushed together: a power cut leaves at most this record torn
+        f = self._f
+        f.write(head)
+        f.write(payload)
+        f.write(self._cbuf)
+        f.flush()
         last[1] += 1
-        last[2] += len(head) + len(payload) + 4
+        last[2] += size
         self.appended += 1
 
     def _new_segment(self):
@@ -156,33 +169,21 @@ class Ring:
             self._drop_oldest()
 
     def _drop_oldest(self):
-        no, recs, size = self._segs[0]
+        no = self._segs[0][0]
         # records of that segment already confirmed are not lost: count the rest
-        lost = recs - self._confirmed_in_head_segment()
-        self.drops += lost
-        self._segs.pop(0)
-        self._remove(no)
+        self.drops += self._segs[0][1] - self._head_recs
         self._inflight = [e for e in self._inflight if e[0] != no]
+        self._delete_head_segment()
+
+    def _delete_head_segment(self):
+        # the oldest segment goes (fully confirmed, or dropped): the head moves to the next
+        self._remove(self._segs.pop(0)[0])
         self._head_off = 0
+        self._head_recs = 0
         if self._cur_seg > 0:
             self._cur_seg -= 1
         else:
             self._cur_off = 0
-
-    def _confirmed_in_head_segment(self):
-        # records before head_off in segment 0 are confirmed; count them by scanning
-        if self._head_off == 0:
-            return 0
-        n = 0
-        off = 0
-        with open(_seg_name(self.dir, self._segs[0][0]), "rb") as f:
-            while off < self._head_off:
-                r = self._read_at(f, off)
-                if not r:
-                    break
-                n += 1
-                off = r[0]
-        return n
 
     def _remove(self, no):
         try:
@@ -249,27 +250,24 @@ class Ring:
         return hit
 
     def _advance_head(self, e):
-        no, end = e[0], e[7]  # the freed record's end is where the next one starts
+        # Records are confirmed in order: segments before the freed record's are fully
+        # confirmed (their last record was freed while they were the open segment).
         segs = self._segs
-        self._head_off = end
-        head = segs[0]
-        if head[0] == no and end >= head[2] and len(segs) > 1:
+        while len(segs) > 1 and segs[0][0] != e[0]:
+            self._delete_head_segment()
+        self._head_off = e[7]  # the freed record's end is where the next one starts
+        self._head_recs += 1
+        if len(segs) > 1 and self._head_off >= segs[0][2]:
             # whole oldest segment confirmed: delete it (persisted progress)
-            segs.pop(0)
-            self._remove(no)
-            self._head_off = 0
-            self._cur_seg -= 1
-            if self._cur_seg < 0:
-                self._cur_seg = 0
-                self._cur_off = 0
+            self._delete_head_segment()
 
     # ---- reporting ---------------------------------------------------------------------
     def depth(self):
-        """Records stored and not yet confirmed (approximate within the head segment)."""
+        """Records stored and not yet confirmed."""
         n = 0
         for s in self._segs:
             n += s[1]
-        return n - self._confirmed_in_head_segment()
+        return n - self._head_recs
 
     def inflight(self):
         """Records sent and awaiting confirmation."""

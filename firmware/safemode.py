@@ -4,7 +4,7 @@
 # `mpremote exec "import safemode; safemode.clear()"` leaves safe mode.
 
 MAX_CRASHES = 3
-PATH = "/crashes"
+PATH = "crashes"   # relative: "/" on a board, the state dir on a simulated one
 
 
 def _read(path):

@@ -4,9 +4,8 @@
 #
 # I2C  -> the ADXL345 register model (sim.adxl345): in a chip host process when
 #         FW_I2C=host:port is set (tools/sim_board.py; keeps the model out of the
-#         device's heap), else in this process (chiplocal.py); tests may pass any
-#         bus with readfrom_mem_into/writeto_mem (e.g. sim.i2c.FakeI2C) to use_i2c().
-# UART -> replays a real NMEA log (FW_NMEA_LOG, or use_nmea(path)) at the baud rate.
+#         device's heap), else in this process (chiplocal.py).
+# UART -> replays a real NMEA log (FW_NMEA_LOG) at the baud rate.
 # WDT, RTC, Pin, reset_cause, reset: small stand-ins with the same API.
 #
 # Memory: on a board `machine` is built in and costs no heap; this stand-in does
@@ -16,26 +15,8 @@ import os
 import sys
 import time
 
-PWRON_RESET = 1
-HARD_RESET = 2
-WDT_RESET = 3
-DEEPSLEEP_RESET = 4
-SOFT_RESET = 5
-
 _i2c_bus = None
 _nmea_path = os.getenv("FW_NMEA_LOG")
-
-
-def use_i2c(bus):
-    """Make every machine.I2C/SoftI2C created from now on talk to `bus`."""
-    global _i2c_bus
-    _i2c_bus = bus
-
-
-def use_nmea(path):
-    """Make machine.UART replay this NMEA log."""
-    global _nmea_path
-    _nmea_path = path
 
 
 class _ChipLink:
@@ -103,9 +84,6 @@ def I2C(id=0, scl=None, sda=None, freq=400000, timeout=50000):
     return _i2c_bus
 
 
-SoftI2C = I2C
-
-
 class UART:
     """machine.UART replaying an NMEA log at baudrate/10 bytes per second, looping."""
 
@@ -135,30 +113,21 @@ class UART:
 
 
 class Pin:
-    """machine.Pin: a number and a value."""
-    IN = 1
-    OUT = 3
+    """machine.Pin: only a number (the firmware hands pins to I2C and UART)."""
 
     def __init__(self, id, mode=1, pull=None, value=0):
         self.id = id
-        self.v = value
-
-    def value(self, v=None):
-        if v is None:
-            return self.v
-        self.v = 1 if v else 0
 
 
 class WDT:
-    """machine.WDT: cannot be stopped; counts feeds (tools/sim_board.py restarts a
-    crashed board as the watchdog would)."""
+    """machine.WDT: cannot be stopped (tools/sim_board.py restarts a crashed board as
+    the watchdog would)."""
 
     def __init__(self, id=0, timeout=5000):
         self.timeout = timeout
-        self.feeds = 0
 
     def feed(self):
-        self.feeds += 1
+        pass
 
 
 class RTC:
@@ -172,9 +141,9 @@ class RTC:
 
 
 def reset_cause():
-    """FW_RESET_CAUSE (an int) or PWRON_RESET."""
+    """FW_RESET_CAUSE (an int: 1 power on, 3 watchdog, 5 soft) or 1."""
     v = os.getenv("FW_RESET_CAUSE")
-    return int(v) if v else PWRON_RESET
+    return int(v) if v else 1
 
 
 def reset():

@@ -173,7 +173,7 @@ def test_fw_nmea_garbage_never_crashes(micropython, fw_mpy, tmp_path):
         assert -900000000 <= f["lat_e7"] <= 900000000 and f["mode"] in (2, 3)
 
 
-def test_fw_nmea_fields_by_hand(micropython, tmp_path):
+def test_fw_nmea_fields_by_hand(micropython, fw_mpy, tmp_path):
     # Worked example: 4807.038,N = 48 + 7.038/60 deg = 48.1173 deg exactly
     code = ("from nmea import NMEAParser, decimal\n"
             "p = NMEAParser()\n"
@@ -186,7 +186,7 @@ def test_fw_nmea_fields_by_hand(micropython, tmp_path):
             "print(decimal(b'-0.0005', 3), decimal(b'12.3456', 2), decimal(b'1.2.3', 1))\n") % (
                 sentence("GPRMC,123519,A,4807.038,N,01131.000,W,022.4,084.4,230394,003.1,W"),
                 sentence("GPGGA,123520,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,"))
-    r = micropython(code, heapsize="256K", cwd=str(tmp_path))
+    r = micropython(code, heapsize="100K", path=[fw_mpy], cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     a, b, c = r.stdout.splitlines()
     t = int(datetime.datetime(1994, 3, 23, 12, 35, 19, tzinfo=datetime.timezone.utc).timestamp() * 1000)
