@@ -62,6 +62,7 @@ class Batch:
         self.keys = {}              # dev -> set of (boot, seq) settled by this batch
         self.records = 0
         self.invalid = 0            # messages quarantined
+        self.untimed = False        # some record has tq 'none' (time since boot): device_boots needed
         self.first_recv_ms = None
 
     def __len__(self):
@@ -81,6 +82,8 @@ class Batch:
             self._quarantine(msg, "wrong_direction", "%s messages go to devices, not to the collector" % d["kind"])
             return "wrong_direction"
         dev = d["dev"]
+        if d["tq"] == "none":
+            self.untimed = True
         skew = msg.recv_ms - d["t0"] if d["tq"] != "none" else None
         self.seen[dev] = (msg.recv_ms, skew)
         kind = d["kind"]

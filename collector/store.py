@@ -5,6 +5,16 @@ INSERT ... SELECT ... ON CONFLICT DO NOTHING, so a redelivered or replayed
 record is stored once. Times travel as integer ms and become timestamptz in
 SQL; records stamped before the device's clock was set (tq = 'none', ms since
 boot) are placed using the boot's estimated start in device_boots.
+
+The device registry is kept out of the data transaction's locks: inside it,
+only devices this process has not seen yet are inserted (ON CONFLICT DO
+NOTHING takes no lock on an existing row) and status messages applied; the
+last_seen/clock-skew update of every device in the batch runs right after
+the commit in a short transaction of its own, locking rows in device order
+and committed asynchronously (losing the last few of these updates in a crash
+is harmless, the next message sets them again). Otherwise two collectors on a
+shared subscription, both touching the same device rows, would queue behind
+each other's whole data transaction.
 """
 
 import json
@@ -51,11 +61,13 @@ class Store:
     def __init__(self, url):
         self.url = url
         self.conn = None
+        self._known = set()     # devices known to have a row in `devices`
 
     def connect(self):
         """(Re)open the connection and its staging tables."""
         self.close()
         conn = psycopg.connect(self.url, autocommit=False, connect_timeout=5)
+        self._known.clear()     # the database may have been replaced meanwhile
         with conn.transaction():
             for table, (cols, _, _) in _TABLES.items():
                 conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_%s (%s, %s) ON COMMIT DELETE ROWS"
@@ -87,7 +99,7 @@ class Store:
                                 for row in rows:
                                     cp.write_row(row)
                             staged.append(table)
-                    if staged:
+                    if staged and batch.untimed:
                         # Fix each boot's estimated start the first time a record without a
                         # wall-clock time is seen, so resends of that record map to the same ts.
                         cur.execute(
@@ -106,12 +118,34 @@ class Store:
                             % (table, target, _TS, _RECV, ", ".join("s." + c.strip() for c in target.split(",")), table))
                         written[table] = cur.rowcount
                     self._results(cur, batch.results)
-                    self._devices(cur, batch)
+                    registered = self._devices(cur, batch)
                     self._quarantine(cur, batch.quarantine)
         except psycopg.Error:
             self.close()
             raise
+        self._known.update(registered)
+        self._touch(batch)
         return written
+
+    def _touch(self, batch):
+        """last_seen and clock skew of the batch's devices, after the data commit (see the module docstring)."""
+        if not batch.seen:
+            return
+        devs = sorted(batch.seen)
+        try:
+            with self.conn.transaction():
+                self.conn.execute("SET LOCAL synchronous_commit = off")
+                self.conn.execute("SELECT 1 FROM devices WHERE device_id = ANY(%s) ORDER BY device_id FOR UPDATE",
+                                  (devs,))
+                self.conn.execute(
+                    "UPDATE devices d SET last_seen = GREATEST(d.last_seen, "
+                    "timestamptz 'epoch' + u.ms * interval '1 millisecond'), "
+                    "clock_skew_ms = COALESCE(u.skew, d.clock_skew_ms) "
+                    "FROM unnest(%s::text[], %s::int8[], %s::int8[]) AS u(dev, ms, skew) WHERE d.device_id = u.dev",
+                    (devs, [batch.seen[d][0] for d in devs], [batch.seen[d][1] for d in devs]))
+        except psycopg.Error as e:   # the data is committed; a missed last_seen is set again by the next message
+            log.warning("last-seen update skipped: %s", str(e).strip().splitlines()[0] if str(e).strip() else e)
+            self.close()
 
     @staticmethod
     def _results(cur, results):
@@ -126,16 +160,17 @@ class Store:
                 (r["id"], r["dev"], r["cmd"], r["recv_ms"], r["ok"],
                  json.dumps(r["detail"]) if r["detail"] is not None else None, r["error"], r["boot"], r["seq"]))
 
-    @staticmethod
-    def _devices(cur, batch):
-        if batch.seen:
-            cur.executemany(
+    def _devices(self, cur, batch):
+        # Register new devices and apply status messages; returns the devices registered.
+        new = sorted(d for d in batch.seen if d not in self._known)
+        if new:
+            # No lock on rows that exist (DO NOTHING); first_seen is this receipt.
+            cur.execute(
                 "INSERT INTO devices (device_id, first_seen, last_seen, clock_skew_ms) "
-                "VALUES (%s, timestamptz 'epoch' + %s * interval '1 millisecond', "
-                "timestamptz 'epoch' + %s * interval '1 millisecond', %s) "
-                "ON CONFLICT (device_id) DO UPDATE SET last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen), "
-                "clock_skew_ms = COALESCE(EXCLUDED.clock_skew_ms, devices.clock_skew_ms)",
-                [(dev, ms, ms, skew) for dev, (ms, skew) in sorted(batch.seen.items())])
+                "SELECT dev, timestamptz 'epoch' + ms * interval '1 millisecond', "
+                "timestamptz 'epoch' + ms * interval '1 millisecond', skew "
+                "FROM unnest(%s::text[], %s::int8[], %s::int8[]) AS u(dev, ms, skew) ON CONFLICT (device_id) DO NOTHING",
+                (new, [batch.seen[d][0] for d in new], [batch.seen[d][1] for d in new]))
         for dev, (s, recv_ms) in sorted(batch.status.items()):
             # Apply a status only if it is not older than the one stored: (boot, seq) order.
             # Except a last will (offline) of the current boot: it was built at connect time,
@@ -154,6 +189,7 @@ class Store:
                     "UPDATE devices SET state = 'offline', "
                     "status_at = timestamptz 'epoch' + %s * interval '1 millisecond' "
                     "WHERE device_id = %s AND boot = %s AND next_seq > %s", (recv_ms, dev, s["boot"], s["seq"]))
+        return new
 
     @staticmethod
     def _quarantine(cur, entries):
