@@ -220,6 +220,7 @@ class GpsReader:
         self.reconnect_max_s = max(reconnect_min_s, reconnect_max_s)
         self.handshake_timeout_s = handshake_timeout_s
         self.connected = threading.Event()
+        self.last_tpv = None      # the latest TPV report as gpsd sent it (for diagnostics)
         self.counters = {"gps_connects": 0, "gps_connect_failures": 0, "gps_fixes": 0, "gps_bad_reports": 0}
         self._fixes = deque(maxlen=MAX_PENDING_FIXES)
         self._lock = threading.Lock()
@@ -338,6 +339,7 @@ class GpsReader:
             return
         cls = msg.get("class")
         if cls == "TPV":
+            self.last_tpv = msg
             self._keep(tracker.feed(msg, time.monotonic()))
         elif cls == "SKY":
             used = msg.get("uSat")

@@ -223,11 +223,22 @@ def test_gps_replay_matches_gpsd_decoding(log, gpsfake_factory, reader_factory):
         got.extend(reader.take())
         return sum(1 for f in got if f.gps_ms is not None) >= len(timed) - 1
 
-    # The last cycle stays open until the next one starts: every earlier one must come.
+    # Every cycle but the last is handed out when the next one starts ...
     wait_for(enough, 45, "%d fixes from %s (%s)" % (len(timed) - 1, log, gf.errors()))
+    # ... and the last one when the connection ends: once the reader has gpsd's report of the
+    # log's final fix, gpsd is killed.
+    final = timed[-1]
+
+    def final_reported():
+        tpv = reader.last_tpv
+        return tpv is not None and tpv.get("time") is not None and _matches(fix_from_tpv(tpv) or {}, final) \
+            and (iso_ms(tpv["time"]) - iso_ms(final["time"])) in (0, ROLLOVER_MS)
+    wait_for(final_reported, 15, "gpsd's report of the last fix of %s" % log)
+    gf.kill(signal.SIGKILL)
+    wait_for(lambda: not reader.connected.is_set(), 10, "the reader to see gpsd gone")
     got.extend(reader.take())
     got_timed = [f for f in got if f.gps_ms is not None]
-    assert len(got_timed) <= len(timed), "more fixes than gpsd's decoding has"
+    assert len(got_timed) == len(timed), "%d fixes, gpsd's decoding has %d" % (len(got_timed), len(timed))
     shift = got_timed[0].gps_ms - iso_ms(timed[0]["time"])
     assert shift in (0, ROLLOVER_MS), "time off by %d ms" % shift
     for i, (fix, tpv) in enumerate(zip(got_timed, timed)):
