@@ -9,6 +9,7 @@ the status that fits: 400 bad parameter, 401 no token, 403 wrong token,
 
 import datetime as dt
 import hmac
+import math
 import time
 import uuid
 from decimal import Decimal
@@ -20,7 +21,7 @@ from psycopg_pool import PoolTimeout
 
 from collector import params
 from collector.params import ParamError
-from collector.queries import ONLINE_WINDOW_S, TELEMETRY
+from collector.queries import TELEMETRY
 from wire import codec, topics
 
 OPENAPI = Path(__file__).with_name("openapi.json")
@@ -40,7 +41,9 @@ class ApiError(Exception):
 
 
 def jsonable(value):
-    """Database values made JSON-friendly: times as ISO 8601 strings, decimals as floats."""
+    """Values made strict-JSON-friendly: times as ISO 8601 strings, decimals as floats, infinities as "+Inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("+Inf" if value > 0 else "-Inf")
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -109,13 +112,13 @@ def create_api(queries, metrics, link=None, api_token="", read_token=""):
     @bp.get("/status")
     def status():
         params.check_known(request.args, ())
-        return jsonify(counts=queries.table_counts(), metrics=metrics.snapshot(),
+        return jsonify(counts=queries.table_counts(), metrics=jsonable(metrics.snapshot()),
                        broker_connected=bool(link and link.connected.is_set()))
 
     @bp.get("/devices")
     def devices():
         params.check_known(request.args, ())
-        return jsonify(devices=jsonable(queries.devices()), online_window_s=ONLINE_WINDOW_S)
+        return jsonify(devices=jsonable(queries.devices()), online_window_s=queries.online_window_s)
 
     @bp.get("/devices/<device_id>")
     def device(device_id):

@@ -32,6 +32,7 @@ SCHEMA = {
         "listen": cfg.Setting("127.0.0.1:8080", help="status page address host:port; empty to disable"),
         "api_token": cfg.Setting("", help="token for the API's write endpoints (sending commands); empty: commands are refused"),
         "read_token": cfg.Setting("", help="token for reading the API; empty: reads are open"),
+        "online_window_s": cfg.Setting(120, cfg.at_least(5), "a device reporting online counts as offline after this long without a message"),
     },
 }
 
@@ -108,7 +109,7 @@ def run(conf):
     if conf["web"]["listen"]:
         from collector.queries import Queries
         from collector.web import create_app, serve
-        queries = Queries(conf["database"]["url"])
+        queries = Queries(conf["database"]["url"], online_window_s=conf["web"]["online_window_s"])
         try:
             server = serve(create_app(queries, metrics, __version__, link, conf["web"]["api_token"],
                                       conf["web"]["read_token"]), conf["web"]["listen"])

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-# How long after its last message a device still counts as online, seconds.
+# How long after its last message a device still counts as online, seconds (default of web.online_window_s).
 ONLINE_WINDOW_S = 120
 # The device list counts missing keys among the last GAP_WINDOW keys of the current boot
 # only (an index range per table, cheap for every device on every refresh); the device
@@ -63,7 +63,8 @@ _DEVICE_COLUMNS = """
 class Queries:
     """A small connection pool and the questions the web side asks."""
 
-    def __init__(self, url, max_size=4):
+    def __init__(self, url, max_size=4, online_window_s=ONLINE_WINDOW_S):
+        self.online_window_s = online_window_s
         self.pool = ConnectionPool(url, min_size=0, max_size=max_size, open=True,
                                    kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 3},
                                    timeout=5)
@@ -88,12 +89,12 @@ class Queries:
     def devices(self):
         """Every device with its state, health, records and messages over the last minute, missing keys."""
         return self._all("SELECT " + _DEVICE_COLUMNS + " FROM devices d ORDER BY d.device_id",
-                         {"online_s": ONLINE_WINDOW_S, "gap_window": GAP_WINDOW})
+                         {"online_s": self.online_window_s, "gap_window": GAP_WINDOW})
 
     def device(self, device_id):
         """One device like devices() lists it, or None."""
         return self._one("SELECT " + _DEVICE_COLUMNS + " FROM devices d WHERE d.device_id = %(dev)s",
-                         {"online_s": ONLINE_WINDOW_S, "gap_window": GAP_WINDOW, "dev": device_id})
+                         {"online_s": self.online_window_s, "gap_window": GAP_WINDOW, "dev": device_id})
 
     def device_exists(self, device_id):
         """True when the device has sent anything."""

@@ -15,12 +15,13 @@ from werkzeug.exceptions import HTTPException
 
 from collector.api import create_api
 from collector.metrics import PrometheusExport, prometheus_text
-from collector.queries import ONLINE_WINDOW_S
 from wire import topics
 
 log = logging.getLogger("collector.web")
 
 REFRESH_MS = 3000   # how often the pages fetch fresh data
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
 def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_token=""):
@@ -29,8 +30,17 @@ def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_
     app.register_blueprint(create_api(queries, metrics, link, api_token, read_token))
     export = PrometheusExport(metrics, broker_connected=(lambda: link.connected.is_set()) if link else None,
                               device_last_seen=queries.last_seen)
-    page = {"version": version, "refresh_ms": REFRESH_MS, "online_window_s": ONLINE_WINDOW_S,
+    page = {"version": version, "refresh_ms": REFRESH_MS, "online_window_s": queries.online_window_s,
             "token_needed": bool(read_token)}
+
+    @app.after_request
+    def security_headers(resp):
+        # Defence in depth behind textContent/autoescaping: pages run only the app's own scripts.
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if resp.mimetype == "text/html":
+            resp.headers.setdefault("Content-Security-Policy", CSP)
+            resp.headers.setdefault("X-Frame-Options", "DENY")
+        return resp
 
     @app.errorhandler(HTTPException)
     def http_error(e):

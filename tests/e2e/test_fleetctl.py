@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.broker import Broker
 from harness.ports import free_port
 from tests.e2e.web_fleet import get
 from tests.harness.collector import CollectorProcess
@@ -33,15 +34,19 @@ def fleetctl(url, *args, token=TOKEN, timeout=60):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.fixture
-def site(fresh_broker, fresh_db):
+@pytest.fixture(scope="module")
+def site(pg_cluster):
+    """(collector URL, agent state dir): a private broker and database, the collector, one simulated agent online."""
+    broker = Broker()
+    broker.start()
+    db = pg_cluster.create_database()
     port = free_port()
     url = "http://127.0.0.1:%d" % port
-    c = CollectorProcess(fresh_broker.url, fresh_db, web_listen="127.0.0.1:%d" % port,
+    c = CollectorProcess(broker.url, db, client_id="fleetctl-test-%d" % port, web_listen="127.0.0.1:%d" % port,
                          extra_env={"COLLECTOR_WEB_API_TOKEN": TOKEN}).start()
     state = Path(tempfile.mkdtemp(prefix="fleetctl-agent-"))
     agent = subprocess.Popen([str(BIN / "edge-agent"), "run", "--device-id", DEV, "--hardware", "sim",
-                              "--state-dir", str(state)], env=dict(os.environ, MQTT_URL=fresh_broker.url),
+                              "--state-dir", str(state)], env=dict(os.environ, MQTT_URL=broker.url),
                              stdout=open(state / "agent.log", "wb"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 40
@@ -62,6 +67,8 @@ def site(fresh_broker, fresh_db):
             except subprocess.TimeoutExpired:
                 agent.kill()
         c.terminate()
+        broker.cleanup()
+        pg_cluster.drop_database(db)
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -6,6 +6,7 @@ publishes the fleet); every expected figure is computed from what was published.
 
 import datetime as dt
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -306,7 +307,6 @@ def test_web_openapi_describes_exactly_the_routes_that_exist(fleet):
 
 
 def test_web_grafana_dashboard_uses_provisioned_sources_real_metrics_and_working_sql(fleet):
-    import re
     from pathlib import Path
 
     import psycopg
@@ -339,3 +339,19 @@ def test_web_grafana_dashboard_uses_provisioned_sources_real_metrics_and_working
                 assert "$" not in q, q
                 rows = conn.execute(q).fetchall()
                 assert rows, "no rows for: " + q
+
+
+def test_web_pages_forbid_foreign_and_inline_scripts(fleet):
+    import urllib.request
+
+    for path in ("/", "/devices/pump-01", "/quarantine"):
+        with urllib.request.urlopen(fleet.url + path, timeout=10) as r:
+            csp = r.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "default-src 'self'" in csp, path
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+            page = r.read().decode()
+        # no CDN: every script and stylesheet the page loads is served by the collector itself
+        for ref in re.findall(r'(?:src|href)="([^"]+)"', page):
+            assert ref.startswith("/") or ref.startswith("data:"), (path, ref)
+            if ref.startswith("/static/"):
+                assert get(fleet.url + ref)[0] == 200, ref

@@ -101,6 +101,11 @@ def _js_errors(drv):
     return [e["message"] for e in drv.get_log("browser") if e["level"] == "SEVERE"]
 
 
+def _live(drv):
+    """True once the page's last refresh from the API succeeded (the header says so)."""
+    return "ok" in drv.find_element(By.ID, "conn").get_attribute("class").split()
+
+
 def _rows(drv):
     return {tr.get_attribute("data-device"): tr.get_attribute("data-state")
             for tr in drv.find_elements(By.CSS_SELECTOR, "#devices-body tr.device")}
@@ -112,6 +117,9 @@ def test_web_overview_lists_the_fleet_live(site, browser):
     # the server renders the rows once; the script replaces them with live ones carrying data-state
     WebDriverWait(browser, 15).until(lambda d: len(_rows(d)) == 3 and None not in _rows(d).values())
     assert _rows(browser) == {"pump-01": "online", "pump-02": "online", AGENT: "online"}
+    WebDriverWait(browser, 10).until(_live)
+    assert "3 devices, 3 online" in browser.find_element(By.ID, "summary").text
+    assert browser.find_element(By.ID, "counts-head").text, "the stored-rows table is filled"
     text = browser.find_element(By.ID, "devices").text
     for dev, (_, _, fw) in fleet.status.items():
         assert fw in text
@@ -135,6 +143,7 @@ def test_web_device_page_draws_its_charts_and_shows_markup_as_text(site, browser
     assert browser.execute_script("return window.__xss === undefined"), "markup from a device ran"
     assert not browser.find_elements(By.CSS_SELECTOR, "#logs script, #logs img")
     assert "27–29" in browser.find_element(By.ID, "gaps").text
+    WebDriverWait(browser, 10).until(_live)
     _screenshot(browser, "web-device.png")
     # the simulated agent's own page: its RMS trend from the per-minute aggregate
     browser.get(fleet.url + "/devices/" + AGENT)
@@ -150,6 +159,8 @@ def test_web_quarantine_page_shows_markup_in_a_topic_as_text(site, browser):
     text = browser.find_element(By.ID, "quarantine").text
     assert MARKUP_DEVICE in text and "bad_device_id" in text and "bad_json" in text
     assert not browser.find_elements(By.CSS_SELECTOR, "#quarantine script")
+    WebDriverWait(browser, 10).until(_live)
+    assert _js_errors(browser) == []
     _screenshot(browser, "web-quarantine.png")
 
 
@@ -163,4 +174,5 @@ def test_web_device_that_goes_offline_turns_offline_without_a_reload(site, brows
     WebDriverWait(browser, 20).until(lambda d: _rows(d).get(AGENT) == "offline")
     assert browser.execute_script("return window.__sameLoad") == "yes", "the page was reloaded"
     assert _rows(browser)["pump-01"] == "online"
+    assert _live(browser)
     _screenshot(browser, "web-offline.png")

@@ -69,7 +69,12 @@ def request(method, url, body=None, token=None, timeout=10, raw_body=None, conte
             status, text, ctype = r.status, r.read().decode(), r.headers.get("Content-Type", "")
     except urllib.error.HTTPError as e:
         status, text, ctype = e.code, e.read().decode(), e.headers.get("Content-Type", "")
-    return status, (json.loads(text) if "json" in ctype else text)
+    return status, (json.loads(text, parse_constant=_not_json) if "json" in ctype else text)
+
+
+def _not_json(name):
+    # Python's json accepts NaN and Infinity; browsers (and RFC 8259) do not.
+    raise AssertionError("the API answered with %s, which is not JSON" % name)
 
 
 def _window(i, dev_factor):
