@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from harness.broker import Broker
+from harness.ports import free_port
 from tests.e2e.web_fleet import MARKUP_DEVICE, MARKUP_LOG, get, start_fleet
+from tests.harness.collector import CollectorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
@@ -107,8 +109,10 @@ def _live(drv):
 
 
 def _rows(drv):
-    return {tr.get_attribute("data-device"): tr.get_attribute("data-state")
-            for tr in drv.find_elements(By.CSS_SELECTOR, "#devices-body tr.device")}
+    """{device: state} of the overview's rows, read in one go (the page replaces rows while we look)."""
+    return dict(drv.execute_script(
+        "return Array.from(document.querySelectorAll('#devices-body tr.device'))"
+        ".map(tr => [tr.dataset.device, tr.dataset.state === undefined ? null : tr.dataset.state])"))
 
 
 def test_web_overview_lists_the_fleet_live(site, browser):
@@ -120,7 +124,7 @@ def test_web_overview_lists_the_fleet_live(site, browser):
     WebDriverWait(browser, 10).until(_live)
     assert "3 devices, 3 online" in browser.find_element(By.ID, "summary").text
     assert browser.find_element(By.ID, "counts-head").text, "the stored-rows table is filled"
-    text = browser.find_element(By.ID, "devices").text
+    text = browser.execute_script("return document.getElementById('devices').innerText")
     for dev, (_, _, fw) in fleet.status.items():
         assert fw in text
     assert "3 missing" in text, "pump-01's delivery gap shows"
@@ -138,7 +142,8 @@ def test_web_device_page_draws_its_charts_and_shows_markup_as_text(site, browser
         size = canvas.size
         assert size["width"] > 100 and size["height"] > 100, (chart, size)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#logs tr.log")) == len(fleet.logs["pump-01"]))
-    cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#logs tr.log td")]
+    cells = browser.execute_script(  # read in one go: the page replaces the rows every few seconds
+        "return Array.from(document.querySelectorAll('#logs tr.log td')).map(td => td.textContent)")
     assert MARKUP_LOG in cells, "the log line's markup is shown as text"
     assert browser.execute_script("return window.__xss === undefined"), "markup from a device ran"
     assert not browser.find_elements(By.CSS_SELECTOR, "#logs script, #logs img")
@@ -156,7 +161,7 @@ def test_web_quarantine_page_shows_markup_in_a_topic_as_text(site, browser):
     fleet, _ = site
     browser.get(fleet.url + "/quarantine")
     WebDriverWait(browser, 15).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.qrow")) == len(fleet.quarantined))
-    text = browser.find_element(By.ID, "quarantine").text
+    text = browser.execute_script("return document.getElementById('quarantine').innerText")
     assert MARKUP_DEVICE in text and "bad_device_id" in text and "bad_json" in text
     assert not browser.find_elements(By.CSS_SELECTOR, "#quarantine script")
     WebDriverWait(browser, 10).until(_live)
@@ -176,3 +181,28 @@ def test_web_device_that_goes_offline_turns_offline_without_a_reload(site, brows
     assert _rows(browser)["pump-01"] == "online"
     assert _live(browser)
     _screenshot(browser, "web-offline.png")
+
+
+def test_web_page_asks_for_the_read_token_when_reads_are_protected(site, browser):
+    fleet, _ = site
+    port = free_port()
+    other = Broker()          # a second collector on the same database, with web.read_token set
+    other.start()
+    c = CollectorProcess(other.url, fleet.db, client_id="web-read-%d" % port, web_listen="127.0.0.1:%d" % port,
+                         extra_env={"COLLECTOR_WEB_READ_TOKEN": "sesame"}).start()
+    try:
+        browser.get("http://127.0.0.1:%d/" % port)
+        form = WebDriverWait(browser, 15).until(lambda d: d.find_element(By.ID, "token-form"))
+        WebDriverWait(browser, 15).until(lambda d: form.is_displayed())
+        assert not _rows(browser), "no device data without the token"
+        assert "401" not in browser.find_element(By.ID, "conn").text
+        assert "needs a token" in browser.find_element(By.ID, "conn").text
+        browser.find_element(By.ID, "token-input").send_keys("sesame")
+        form.submit()
+        WebDriverWait(browser, 15).until(lambda d: len(_rows(d)) == 3 and None not in _rows(d).values())
+        WebDriverWait(browser, 10).until(_live)
+        assert not form.is_displayed()
+    finally:
+        browser.execute_script("window.localStorage.clear()")
+        c.terminate()
+        other.cleanup()
