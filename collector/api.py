@@ -213,12 +213,15 @@ def create_api(queries, metrics, link=None, api_token="", read_token=""):
             raise ApiError(409, "a command with id %r exists already; ids must be unique" % cmd_id)
         try:
             info = link.publish(topics.topic(device_id, "cmd"), payload, qos=1)
-            info.wait_for_publish(timeout=5)
-        except (RuntimeError, ValueError) as e:
+        except ValueError as e:   # not even queued
             queries.forget_command(cmd_id)
             raise ApiError(503, "the command could not be published: %s" % e) from None
+        try:
+            info.wait_for_publish(timeout=5)
+        except (RuntimeError, ValueError):
+            pass  # the link lost the broker just now: the message stays queued and goes out on reconnect
         c = _command_view(queries.command(cmd_id))
-        c["published"] = info.is_published()
+        c["published"] = info.is_published()   # False: queued, not yet acknowledged by the broker
         resp = jsonify(command=c, result_url="/api/v1/commands/%s" % cmd_id)
         resp.status_code = 202
         resp.headers["Location"] = "/api/v1/commands/%s" % cmd_id
