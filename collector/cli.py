@@ -25,8 +25,10 @@ SCHEMA = {
                            "PostgreSQL libpq URL", env="DATABASE_URL"),
     },
     "ingest": {
-        "batch_max": cfg.Setting(2000, cfg.at_least(1), "messages per transaction at most"),
-        "batch_age_ms": cfg.Setting(50, cfg.at_least(1), "commit a batch at the latest this long after its first message"),
+        "batch_max": cfg.Setting(1000, cfg.at_least(1), "messages per transaction at most; keep it at most half of "
+                                 "mqtt.receive_maximum, so the next batch can fill while one commits (docs/collector.md)"),
+        "batch_age_ms": cfg.Setting(20, cfg.at_least(1), "commit a batch at the latest this long after its first message "
+                                    "(or as soon as the previous commit ends, if later)"),
     },
     "web": {
         "listen": cfg.Setting("127.0.0.1:8080", help="status page address host:port; empty to disable"),

@@ -44,7 +44,7 @@ _WAKE = object()          # put on the message queue by the writer when it becom
 class Ingest:
     """Runs the loop on the calling thread until stop() and the last flush."""
 
-    def __init__(self, link, store, metrics, batch_max=2000, batch_age_ms=50):
+    def __init__(self, link, store, metrics, batch_max=1000, batch_age_ms=20):
         self.link = link
         self.store = store
         self.metrics = metrics
