@@ -306,6 +306,28 @@ def test_web_openapi_describes_exactly_the_routes_that_exist(fleet):
         assert declared == {seg[1:-1] for seg in p.split("/") if seg.startswith("{")}, (p, m)
 
 
+def test_web_openapi_is_valid_and_its_query_parameters_are_the_accepted_ones(fleet):
+    from openapi_spec_validator import validate
+
+    _, doc = get(fleet.url + "/api/v1/openapi.json")
+    validate(doc)
+    sample = {"kind": "readings", "from": "-1h", "to": "-0s", "limit": "10", "offset": "0", "name": "temp_c",
+              "source": "readings", "bucket": "1h", "wait": "0", "device": "pump-01", "code": "bad_json"}
+    cmd = get(fleet.url + "/api/v1/devices/pump-01")[1]["commands"]
+    ids = {"device_id": "pump-01", "cmd_id": cmd[0]["id"] if cmd else None}
+    for path, ops in doc["paths"].items():
+        if "get" not in ops or "{cmd_id}" in path and ids["cmd_id"] is None:
+            continue
+        url = fleet.url + "/api/v1" + path.format(**ids)
+        query = [x["name"] for x in ops["get"].get("parameters", []) if x["in"] == "query"]
+        status, body = get(url + "?" + urllib.parse.urlencode({q: sample[q] for q in query}))
+        assert status == 200, (path, query, body)
+        if path == "/openapi.json":
+            continue  # a static file
+        status, body = get(url + "?undocumented=1")
+        assert status == 400 and "unknown parameter 'undocumented'" in body["error"], (path, body)
+
+
 def test_web_grafana_dashboard_uses_provisioned_sources_real_metrics_and_working_sql(fleet):
     from pathlib import Path
 
