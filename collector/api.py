@@ -77,7 +77,7 @@ def create_api(queries, metrics, link=None, api_token="", read_token=""):
 
     @bp.before_request
     def check_read_token():
-        if read_token and request.method == "GET" and request.endpoint != "api.openapi":
+        if read_token and request.method in ("GET", "HEAD") and request.endpoint != "api.openapi":
             require((read_token, api_token), "reading the API")
 
     @bp.errorhandler(ApiError)

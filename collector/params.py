@@ -68,7 +68,10 @@ def parse_time(key, raw, now):
     raw = raw.strip()
     m = _REL.match(raw)
     if m:
-        return now - _dt.timedelta(seconds=int(m.group(1)) * _UNIT_S[m.group(2)])
+        try:
+            return now - _dt.timedelta(seconds=int(m.group(1)) * _UNIT_S[m.group(2)])
+        except OverflowError:
+            raise ParamError("%s %s reaches before year 1; ask for less" % (key, _show(raw))) from None
     if re.fullmatch(r"\d{1,15}", raw):
         try:
             return _dt.datetime.fromtimestamp(int(raw) / 1000, _dt.timezone.utc)

@@ -29,6 +29,7 @@ def test_web_params_time_forms(raw, expected):
     ("-5w", "from must be an ISO 8601 time"),
     ("999999999999999", "from must be an ISO 8601 time"),
     ("", "from must be an ISO 8601 time"),
+    ("-99999999999d", "reaches before year 1"),
 ])
 def test_web_params_bad_times_name_the_parameter(raw, message):
     with pytest.raises(ParamError, match=message):
