@@ -18,7 +18,7 @@ import pytest
 
 from harness.broker import Broker
 from harness.ports import free_port
-from tests.e2e.web_fleet import MARKUP_DEVICE, MARKUP_LOG, get, start_fleet
+from tests.e2e.web_fleet import MARKUP_DEVICE, MARKUP_FW, MARKUP_LOG, get, start_fleet
 from tests.harness.collector import CollectorProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,6 +128,7 @@ def test_web_overview_lists_the_fleet_live(site, browser):
     for dev, (_, _, fw) in fleet.status.items():
         assert fw in text
     assert "3 missing" in text, "pump-01's delivery gap shows"
+    assert MARKUP_FW in text and not browser.find_elements(By.ID, "fwx"), "a firmware string is shown as text"
     assert not browser.find_elements(By.CSS_SELECTOR, "meta[http-equiv=refresh]"), "no full-page refresh"
     _screenshot(browser, "web-overview.png")
     assert _js_errors(browser) == []

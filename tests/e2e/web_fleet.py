@@ -23,6 +23,7 @@ from wire import codec, topics
 TOKEN = "test-write-token-%d" % random.randrange(1 << 30)
 MARKUP_LOG = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
 MARKUP_DEVICE = "<script>alert(1)<"       # breaks the device-id rules: quarantined, shown on the quarantine page
+MARKUP_FW = '0.9<i id="fwx">b</i>'        # a firmware version may hold any text: shown as text everywhere
 
 
 class Fleet:
@@ -138,7 +139,7 @@ def _publish(f, broker):
         "pump-02", 1, 0, now, "ntp", [[ts - now, n, v] for _, ts, n, v in reads2]))
     f.readings["pump-02"] = reads2
     f.messages["pump-02"] = [[r[1] for r in reads2]]
-    f.status["pump-02"] = (1, 4, "0.9.0")
+    f.status["pump-02"] = (1, 4, MARKUP_FW)
     f.gaps["pump-02"] = []
     for d, (b, nxt, fw) in f.status.items():
         pub.client.publish(topics.topic(d, "status"), codec.encode_status(
