@@ -179,8 +179,7 @@ class Ingest:
         self._next_maintenance = now + 3600
         try:
             with psycopg.connect(self.store.url, autocommit=True, connect_timeout=5) as conn:
-                if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone() is None:
-                    partitions.ensure(conn)
+                partitions.ensure(conn)      # touches only declaratively partitioned tables
         except psycopg.Error as e:
             self._next_maintenance = now + 60
             log.warning("partition maintenance postponed: %s", e)

@@ -24,12 +24,20 @@ def _month_start(d, add=0):
 
 
 def ensure(conn, today=None):
-    """Create missing partitions on `conn` (autocommit); return the names created."""
+    """Create missing partitions on `conn` (autocommit); return the names created.
+
+    Only tables that are declaratively partitioned are touched, so this is a
+    no-op on a TimescaleDB database (hypertables make their own chunks).
+    """
     today = today or dt.datetime.now(dt.timezone.utc).date()
+    partitioned = {r[0] for r in conn.execute(
+        "SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid")}
     existing = {r[0] for r in conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid")}
     made = []
     for table in PARTITIONED_TABLES:
+        if table not in partitioned:
+            continue
         default = table + "_default"
         if default not in existing:
             conn.execute('CREATE TABLE IF NOT EXISTS "%s" PARTITION OF "%s" DEFAULT' % (default, table))

@@ -7,9 +7,10 @@
 -- partitioning column in every unique index; a record's ts is fixed on the
 -- device when the record is made, so a resend carries the same ts.
 --
--- {{PARTITIONED}} is filled in by collector/migrate.py: on plain PostgreSQL
--- `PARTITION BY RANGE (ts)` (monthly partitions made ahead by collector/partitions.py,
--- a DEFAULT partition for anything older); with TimescaleDB nothing, and 0002 turns
+-- {{PARTITIONED}} is filled in by collector/migrate.py from the database's storage: `partitioned`
+-- gives `PARTITION BY RANGE (ts)` (monthly partitions made ahead by collector/partitions.py,
+-- a DEFAULT partition for anything older); `timescaledb` gives nothing (plain tables: TimescaleDB
+-- cannot make hypertables of partitioned ones), and 0002 turns
 -- the tables into hypertables.
 
 CREATE TABLE IF NOT EXISTS devices (
