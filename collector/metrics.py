@@ -137,8 +137,9 @@ class PrometheusExport:
             "acks_sent": "MQTT PUBACKs sent after commit",
             "confirmations_sent": "delivery confirmations (ack topic) published",
         }
-        for name, text in helps.items():
-            yield CounterMetricFamily("fieldwatch_" + name, text, value=c[name])
+        for name, value in c.items():  # every counter, including ones added later without a help text here
+            if name not in ("messages_quarantined", "rows_written"):  # exported with labels below
+                yield CounterMetricFamily("fieldwatch_" + name, helps.get(name, name.replace("_", " ")), value=value)
         q = CounterMetricFamily("fieldwatch_messages_quarantined", "messages kept in quarantine, by error code",
                                 labels=["code"])
         for code, n in sorted(s["quarantined_by_code"].items()):
