@@ -6,6 +6,10 @@ const DEV = document.getElementById("device").dataset.device;
 const API = "/api/v1/devices/" + encodeURIComponent(DEV);
 const AXES = [["x", "#d62728"], ["y", "#2ca02c"], ["z", "#1f77b4"]];
 const plots = {};
+const UNIT_S = {s: 1, m: 60, h: 3600, d: 86400};
+let rmsRange = null;   /* [from, to] of the chosen window, epoch s: the x axis spans it even with one point */
+
+function small(u, vals) { return vals.map((v) => (v === 0 ? "0" : Math.abs(v) < 0.01 ? v.toExponential(1) : String(+v.toPrecision(3)))); }
 
 function chartWidth(el) { return Math.max(320, el.clientWidth || 800); }
 
@@ -76,19 +80,22 @@ function showDevice(body) {
   draw("spectrum", "spectrum-chart", "spectrum-empty", spectrum, (width) => ({
     width: width, height: 220,
     scales: {x: {time: false}},
-    axes: [{label: "band centre, Hz"}, {label: "band energy, g²", size: 70}],
+    axes: [{label: "band centre, Hz"}, {label: "band energy, g²", size: 70, values: small}],
     series: [{label: "Hz"}].concat(AXES.map(([a, colour]) => ({label: a, stroke: colour, width: 2, points: {show: true, size: 6}}))),
   }));
 }
 
 async function refreshRms() {
   const [from, bucket] = document.getElementById("window").value.split("|");
+  const now = Date.now() / 1000;
+  rmsRange = [now - Number(from.slice(1, -1)) * UNIT_S[from.slice(-1)], now];
   const agg = await FW.get(API + "/aggregates?bucket=" + bucket + "&from=" + encodeURIComponent(from));
   const xs = agg.items.map((r) => Date.parse(r.bucket) / 1000);
   const data = [xs].concat(AXES.map(([a]) => agg.items.map((r) => r[a + "_rms"])));
   draw("rms", "rms-chart", "rms-empty", xs.length ? data : null, (width) => ({
     width: width, height: 240,
-    axes: [{}, {label: "RMS, g", size: 60}],
+    scales: {x: {time: true, range: (u, min, max) => (rmsRange ? rmsRange.slice() : [min, max])}},
+    axes: [{}, {label: "RMS, g", size: 60, values: small}],
     series: [{}].concat(AXES.map(([a, colour]) => ({label: a + " RMS", stroke: colour, width: 2, points: {show: true, size: 5}}))),
   }));
 }

@@ -155,6 +155,8 @@ def test_web_device_page_draws_its_charts_and_shows_markup_as_text(site, browser
     browser.get(fleet.url + "/devices/" + AGENT)
     canvas = WebDriverWait(browser, 15).until(lambda d: d.find_element(By.CSS_SELECTOR, "#rms-chart canvas"))
     assert canvas.size["width"] > 100 and canvas.size["height"] > 100
+    WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#spectrum-chart canvas"))
+    _screenshot(browser, "web-device-agent.png")
     assert _js_errors(browser) == []
 
 
