@@ -54,7 +54,8 @@ class GpsFake:
         self.log = str(NMEA / log)
         self.port = port or free_port()
         self.workdir = workdir
-        self.args = ["gpsfake", "-q", "-P", str(self.port), "-c", str(cycle), "-W", "60"]
+        # -D 2: gpsd logs devices and clients (kept in gpsfake.log, shown when a test fails)
+        self.args = ["gpsfake", "-q", "-D", "2", "-P", str(self.port), "-c", str(cycle), "-W", "60"]
         self.args += (["-1"] if once else []) + (["-i"] if stepped else ["-n"]) + [self.log]
         self.stepped = stepped
         self.proc = None
@@ -80,7 +81,9 @@ class GpsFake:
                     f.write('?WATCH={"enable":true}\n')           # like a client: gpsd opens its devices
                     f.flush()
                     while time.monotonic() < end:
-                        f.write("?DEVICES;\n")
+                        if self.proc.poll() is not None:
+                            raise RuntimeError("gpsfake exited (%s): %s" % (self.proc.returncode, self.errors()))
+                        f.write('?WATCH={"enable":true}\n?DEVICES;\n')   # (again: opens a device added since)
                         f.flush()
                         msg = json.loads(f.readline())
                         while msg.get("class") != "DEVICES":
@@ -91,6 +94,8 @@ class GpsFake:
                         time.sleep(0.05)
             except (OSError, ValueError):
                 time.sleep(0.1)
+            if self.proc.poll() is not None:
+                raise RuntimeError("gpsfake exited (%s): %s" % (self.proc.returncode, self.errors()))
         raise TimeoutError("gpsd did not open the fake GPS within %s s: %s" % (timeout, self.errors()))
 
     def feed(self):
@@ -110,7 +115,7 @@ class GpsFake:
 
     def errors(self):
         try:
-            return Path(self.workdir, "gpsfake.log").read_text(errors="replace")[-2000:]
+            return Path(self.workdir, "gpsfake.log").read_text(errors="replace")[-4000:]
         except OSError:
             return ""
 
