@@ -133,7 +133,7 @@ class Store:
             return
         devs = sorted(batch.seen)
         try:
-            with self.conn.transaction():
+            with self.conn.pipeline(), self.conn.transaction():   # one round trip for the five statements
                 self.conn.execute("SET LOCAL synchronous_commit = off")
                 self.conn.execute("SELECT 1 FROM devices WHERE device_id = ANY(%s) ORDER BY device_id FOR UPDATE",
                                   (devs,))
