@@ -12,6 +12,9 @@ Every value is bound as a parameter; table and column names come only from the
 fixed maps below, never from a request.
 """
 
+import threading
+import time
+
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -22,6 +25,8 @@ ONLINE_WINDOW_S = 120
 # only (an index range per table, cheap for every device on every refresh); the device
 # view lists gap ranges over the whole boot.
 GAP_WINDOW = 20_000
+# How long one answer of devices() is shared between requests, seconds.
+DEVICES_TTL_S = 1.0
 
 # Device record tables and the key columns a delivery-gap check reads.
 _KEYED = (("readings", "boot", "seq"), ("fixes", "boot", "seq"), ("feature_windows", "boot", "seq"),
@@ -65,6 +70,8 @@ class Queries:
 
     def __init__(self, url, max_size=4, online_window_s=ONLINE_WINDOW_S):
         self.online_window_s = online_window_s
+        self._devices_lock = threading.Lock()
+        self._devices_cache = (float("-inf"), None)
         self.pool = ConnectionPool(url, min_size=0, max_size=max_size, open=True,
                                    kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 3},
                                    timeout=5)
@@ -87,9 +94,19 @@ class Queries:
 
     # -- devices ------------------------------------------------------------------
     def devices(self):
-        """Every device with its state, health, records and messages over the last minute, missing keys."""
-        return self._all("SELECT " + _DEVICE_COLUMNS + " FROM devices d ORDER BY d.device_id",
-                         {"online_s": self.online_window_s, "gap_window": GAP_WINDOW})
+        """Every device with its state, health, records and messages over the last minute, missing keys.
+
+        The answer is shared for DEVICES_TTL_S: every open status page polls it, and it
+        costs some milliseconds per device, so N viewers cost the database what one does.
+        """
+        with self._devices_lock:
+            at, rows = self._devices_cache
+            if time.monotonic() - at < DEVICES_TTL_S:
+                return rows
+            rows = self._all("SELECT " + _DEVICE_COLUMNS + " FROM devices d ORDER BY d.device_id",
+                             {"online_s": self.online_window_s, "gap_window": GAP_WINDOW})
+            self._devices_cache = (time.monotonic(), rows)
+            return rows
 
     def device(self, device_id):
         """One device like devices() lists it, or None."""
