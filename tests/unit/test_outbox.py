@@ -1,5 +1,6 @@
 """The edge agent's record keys and SQLite outbox: keys, batching, confirmation, resend, bounds, crashes."""
 
+import json
 import os
 import random
 import signal
@@ -336,3 +337,22 @@ def test_outbox_survives_sigkill_while_enqueuing(state):
             seqs = {s for b, s in held | confirming if b == boot}
             assert seqs == set(range(max(seqs) + 1)), "gap in boot %d" % boot
     assert len({b for b, _ in committed}) == 4 and len(committed) > 100
+
+
+def test_outbox_payload_carries_each_body_exactly_as_the_codec_encodes_it(state):
+    """payload() splices stored JSON text; the message must equal the codec's own encoding."""
+    box = open_box(state)
+    fix = {"mode": 3, "lat_e7": 515000000, "lon_e7": -1250000, "alt_mm": 12500, "note": "a \"q\" ü"}
+    win = {"len_ms": 1000, "rate_hz": 800, "n": 800, "x": {"rms": 0.01, "peak": 0.03}}
+    box.enqueue("readings", [(T0 + i, "ntp", ["temp_c", 20.5 + i]) for i in range(3)])
+    box.enqueue("log", [(T0 + 7, "ntp", ["warning", "disk \"slow\"\n<b>"])])
+    box.enqueue("fix", [(T0 + 8, "gps", fix), (T0 + 9, "gps", dict(fix, mode=2))])
+    box.enqueue("features", [(T0 + 10, "ntp", win)])
+    expected = [
+        codec.encode_readings(DEV, box.keys.boot, 0, T0, "ntp", [[i, "temp_c", 20.5 + i] for i in range(3)]),
+        codec.encode_logs(DEV, box.keys.boot, 3, T0 + 7, "ntp", [[0, "warning", "disk \"slow\"\n<b>"]]),
+        codec.encode_fixes(DEV, box.keys.boot, 4, T0 + 8, "gps", [dict(fix, dt=0), dict(fix, mode=2, dt=1)]),
+        codec.encode_features(DEV, box.keys.boot, 6, T0 + 10, "ntp", [dict(win, dt=0)]),
+    ]
+    got = [b.payload(DEV) for b in drain(box)]
+    assert [json.loads(p) for p in got] == [json.loads(p) for p in expected]
