@@ -14,6 +14,7 @@
 # Records keys are (boot, seq); time stamps come from clock.Clock (tq none/rtc/ntp/gps).
 
 import gc
+import struct
 import sys
 import time
 
@@ -23,6 +24,7 @@ from micropython import const
 import bootcount
 import clock as clockmod
 import safemode
+import slim
 from adxl345 import ADXL345, SCALE_G
 from features import Features
 from mqtt import Link
@@ -45,6 +47,8 @@ class App:
     """The device: build with a validated config; step() once per loop iteration."""
 
     def __init__(self, cfg, data_dir="/", wifi=None):
+        slim.drop_unused(codec)  # ~5 KB of collector-side code back to the heap
+        gc.collect()
         self.cfg = cfg
         self.dev = cfg["device_id"]
         self.boot = bootcount.next_boot(data_dir + "bootcount")
@@ -52,8 +56,10 @@ class App:
         self.clock = clockmod.Clock()
         self.clock.from_rtc()
         seg = 8192
+        # 8 records in flight: 1 feature window a second needs no more, and each costs
+        # a small list on the heap until its ack
         self.outbox = Ring(data_dir + "outbox", segment_bytes=seg,
-                           max_segments=max(2, cfg["outbox_kb"] * 1024 // seg))
+                           max_segments=max(2, cfg["outbox_kb"] * 1024 // seg), window=8)
         self.reset = _RESET_NAMES.get(machine.reset_cause(), "unknown")
         # sensor
         i2c = machine.I2C(0, scl=machine.Pin(cfg["i2c_scl"]), sda=machine.Pin(cfg["i2c_sda"]),
@@ -91,11 +97,12 @@ class App:
         self.window_t0 = None
 
     # ---- records -----------------------------------------------------------------------
-    def _store(self, kind, n, encode):
-        # encode(seq, t0, tq) -> payload; key (boot, seq .. seq+n-1)
+    def _store(self, kind, n, encode, tail=None):
+        # encode(seq, t0, tq) -> payload (+ tail: bytes-like stored after it);
+        # key (boot, seq .. seq+n-1)
         seq = self.keys.take(n)
         tq, t0 = self.clock.now()
-        self.outbox.append(kind, self.boot, seq, n, encode(seq, t0, tq))
+        self.outbox.append(kind, self.boot, seq, n, encode(seq, t0, tq), tail)
 
     def status(self, state):
         """Encoded status message (birth, will, health)."""
@@ -132,13 +139,24 @@ class App:
             self._wave(self.capture_n or self.cfg["wave_samples"], t0, tq0)
 
     def _wave(self, n, t0, tq):
+        # The block goes to the outbox as header + the window's samples, written
+        # straight from the window buffer: codec.encode_wave would join them in RAM
+        # (two transient copies of 6 n bytes, ~3 KB for 256 samples), which a
+        # fragmented 100 KB heap cannot always find in one piece.
         n = min(n, self.window_n)
         self.capture_n = 0
         self.last_wave = time.ticks_ms()
-        samples = memoryview(self.window)[:6 * n]
-        self._store("wave", 1, lambda seq, _t, _q: codec.encode_wave(
-            self.dev, self.boot, seq, t0, tq, self.adxl.rate_hz, SCALE_G, self.adxl.range_g,
-            3, n, samples))
+        self._store("wave", 1, lambda seq, _t, _q: self.wave_head(seq, t0, tq, n),
+                    memoryview(self.window)[:6 * n])
+
+    def wave_head(self, seq, t0, tq, n):
+        """The wire header (+ device id) of a 3-axis waveform block of n samples: exactly
+        what codec.encode_wave puts before the samples (tested against it)."""
+        d = self.dev.encode()
+        return struct.pack(codec.WAVE_HEADER, codec.WAVE_MAGIC, codec.VERSION,
+                           codec.TIME_QUALITY.index(tq), self.boot, seq, t0,
+                           int(self.adxl.rate_hz * 1000 + 0.5), SCALE_G, n, 3,
+                           self.adxl.range_g, len(d)) + d
 
     # ---- GPS ---------------------------------------------------------------------------
     def read_gps(self):

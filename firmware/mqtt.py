@@ -10,7 +10,8 @@
 #   Its socket is wrapped (_Sock): small writes (packet header, topic, packet id) are
 #   gathered in a buffer allocated once and sent with one send when umqtt next reads
 #   (or we flush); a payload too big for it goes straight out after them, without
-#   being copied. TCP_NODELAY is set as well.
+#   being copied, and a payload still on flash (ring.Stored) is streamed from its
+#   file in chunks. TCP_NODELAY is set as well.
 # - A PUBACK timeout: umqtt blocks in publish() until the PUBACK, and its wait_msg()
 #   calls setblocking(True), which would drop any timeout we set. The wrapper maps
 #   setblocking(True) to settimeout(timeout_s), so a lost PUBACK raises OSError
@@ -63,6 +64,11 @@ class _Sock:
     def write(self, buf, n=None):
         if isinstance(buf, str):  # umqtt 1.3.4 writes a str client id / topic as it is
             buf = buf.encode()
+        elif not isinstance(buf, (bytes, bytearray, memoryview)):
+            # a payload left on flash (ring.Stored): stream it, chunk by chunk
+            self.flush()
+            buf.send_to(self._send_all)
+            return len(buf)
         if n is None:
             n = len(buf)
         if self._n + n > _GATHER:
@@ -73,6 +79,9 @@ class _Sock:
         self._out[self._n:self._n + n] = buf if n == len(buf) else memoryview(buf)[:n]
         self._n += n
         return n
+
+    def _send_all(self, data):
+        self._send(data, len(data))
 
     def _send(self, data, n):
         sent = 0

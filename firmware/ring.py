@@ -49,10 +49,50 @@ _HEAD = "<BBHIIH"
 _HEAD_SIZE = const(14)
 KINDS = ("readings", "fix", "wave", "features", "log", "result")
 _MAX_PAYLOAD = const(16384)
+_INLINE = const(512)    # payloads up to this size are read as bytes; bigger ones stay on flash
+_CHUNK = const(256)     # bytes per read when checking or streaming a big payload
 
 
 def _seg_name(d, no):
     return "%s/%08d.seg" % (d, no)
+
+
+class Stored:
+    """A big record payload left in its segment file (a waveform block, a batch of fixes).
+
+    len() is its size; send_to(write) calls write(chunk) for each piece, read through
+    the ring's chunk buffer. mqtt._Sock streams it into the socket, so sending a 1.6 KB
+    waveform block needs no 1.6 KB of contiguous heap. bytes(stored.read()) for tests.
+    """
+
+    def __init__(self, path, off, length, chunk):
+        self.path = path
+        self.off = off
+        self.length = length
+        self._chunk = chunk
+
+    def __len__(self):
+        return self.length
+
+    def send_to(self, write):
+        """write(memoryview) each chunk of the payload, in order."""
+        buf = self._chunk
+        mv = memoryview(buf)
+        with open(self.path, "rb") as f:
+            f.seek(self.off)
+            left = self.length
+            while left > 0:
+                k = f.readinto(buf) if left >= len(buf) else f.readinto(mv[:left])
+                if not k:
+                    raise OSError(5)  # EIO: the segment file got shorter
+                write(mv[:k])
+                left -= k
+
+    def read(self):
+        """The whole payload as bytes (allocates it: for tests and tools)."""
+        out = bytearray()
+        self.send_to(out.extend)
+        return bytes(out)
 
 
 class Ring:
@@ -70,6 +110,7 @@ class Ring:
         self.confirmed = 0
         self._hbuf = bytearray(_HEAD_SIZE)
         self._cbuf = bytearray(4)
+        self._chunk = bytearray(_CHUNK)
         self._head_recs = 0  # confirmed records before _head_off in the oldest segment
         try:
             os.mkdir(directory)
@@ -107,7 +148,7 @@ class Ring:
         off = 0
         with open(path, "rb") as f:
             while True:
-                r = self._read_at(f, off)
+                r = self._read_at(f, off, path)
                 if r is None:
                     break
                 if r is False:
@@ -116,9 +157,10 @@ class Ring:
                 off = r[0]
         return recs, off, False
 
-    def _read_at(self, f, off):
+    def _read_at(self, f, off, path):
         # The record at offset off: (next offset, kind, boot, seq, n, payload);
-        # None at a clean end, False when torn or corrupt.
+        # None at a clean end, False when torn or corrupt. A payload over _INLINE
+        # bytes is checked in chunks and returned as a Stored (left on flash).
         f.seek(off)
         head = self._hbuf
         got = f.readinto(head)
@@ -129,23 +171,47 @@ class Ring:
         magic, kind, length, boot, seq, n = struct.unpack(_HEAD, head)
         if kind >= len(KINDS) or length > _MAX_PAYLOAD:
             return False
-        payload = f.read(length)
-        if len(payload) < length or f.readinto(self._cbuf) < 4:
+        if length <= _INLINE:
+            payload = f.read(length)
+            if len(payload) < length:
+                return False
+            crc = crc32(payload, crc32(head))
+        else:
+            crc = crc32(head)
+            buf = self._chunk
+            mv = memoryview(buf)
+            left = length
+            while left > 0:
+                k = f.readinto(buf) if left >= _CHUNK else f.readinto(mv[:left])
+                if not k:
+                    return False
+                crc = crc32(mv[:k], crc)
+                left -= k
+            payload = Stored(path, off + _HEAD_SIZE, length, buf)
+        crc &= 0xFFFFFFFF
+        if f.readinto(self._cbuf) < 4:
             return False
-        crc = crc32(payload, crc32(head)) & 0xFFFFFFFF
         if struct.unpack("<I", self._cbuf)[0] != crc:
             return False
         return (off + _HEAD_SIZE + length + 4, KINDS[kind], boot, seq, n, payload)
 
     # ---- producing -------------------------------------------------------------------
-    def append(self, kind, boot, seq, n, payload):
-        """Store one record durably (one write + flush); drop the oldest segment when full."""
-        if len(payload) > _MAX_PAYLOAD:
-            raise ValueError("record of %d bytes > %d" % (len(payload), _MAX_PAYLOAD))
+    def append(self, kind, boot, seq, n, payload, tail=None):
+        """Store one record durably (written, then flushed); drop the oldest segment when full.
+
+        The payload is `payload` followed by `tail` (a bytes-like, e.g. a memoryview of
+        waveform samples), so a big record need not be joined in RAM first.
+        """
+        length = len(payload) + (len(tail) if tail is not None else 0)
+        if length > _MAX_PAYLOAD:
+            raise ValueError("record of %d bytes > %d" % (length, _MAX_PAYLOAD))
         head = self._hbuf
-        struct.pack_into(_HEAD, head, 0, _MAGIC, KINDS.index(kind), len(payload), boot, seq, n)
-        struct.pack_into("<I", self._cbuf, 0, crc32(payload, crc32(head)) & 0xFFFFFFFF)
-        size = _HEAD_SIZE + len(payload) + 4
+        struct.pack_into(_HEAD, head, 0, _MAGIC, KINDS.index(kind), length, boot, seq, n)
+        crc = crc32(payload, crc32(head))
+        if tail is not None:
+            crc = crc32(tail, crc)
+        struct.pack_into("<I", self._cbuf, 0, crc & 0xFFFFFFFF)
+        size = _HEAD_SIZE + length + 4
         last = self._segs[-1]
         if last[2] and last[2] + size > self.segment_bytes:
             self._new_segment()
@@ -154,6 +220,8 @@ class Ring:
         f = self._f
         f.write(head)
         f.write(payload)
+        if tail is not None:
+            f.write(tail)
         f.write(self._cbuf)
         f.flush()
         last[1] += 1
@@ -195,6 +263,9 @@ class Ring:
     def next_to_send(self, now_ms=None):
         """The next record to publish as (kind, boot, seq, n, payload), or None.
 
+        payload is bytes, or a Stored for one over 512 bytes (publish it as it is:
+        mqtt.Link streams it from flash).
+
         None when everything is sent or `window` records await confirmation. When the
         oldest record in flight is older than resend_ms, sending restarts from it.
         """
@@ -209,8 +280,9 @@ class Ring:
             seg = self._segs[self._cur_seg]
             if self._cur_seg == len(self._segs) - 1:
                 self._f.flush()
-            with open(_seg_name(self.dir, seg[0]), "rb") as f:
-                r = self._read_at(f, self._cur_off)
+            path = _seg_name(self.dir, seg[0])
+            with open(path, "rb") as f:
+                r = self._read_at(f, self._cur_off, path)
             if not r:
                 if self._cur_seg == len(self._segs) - 1:
                     return None  # nothing new

@@ -30,23 +30,15 @@ class _ChipLink:
     allocates nothing (the hot sampling loop stays allocation-free).
     """
 
-    def __init__(self, where):
+    def __init__(self, addr):
         import socket
-        host, port = where.rsplit(":", 1)
+        host, port = addr.rsplit(":", 1)  # FW_I2C, "host:port"
         s = socket.socket()
         s.connect(socket.getaddrinfo(host, int(port))[0][-1])
         s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: one small packet per transaction
         self._s = s
         self._req = bytearray(4)
         self._st = bytearray(1)
-
-    def _ask(self, op, addr, memaddr, n):
-        r = self._req
-        r[0] = op
-        r[1] = addr
-        r[2] = memaddr
-        r[3] = n
-        self._s.write(r)
 
     def _recv(self, buf):
         got = self._s.readinto(buf) or 0
@@ -57,14 +49,24 @@ class _ChipLink:
             got += k
 
     def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
-        self._ask(0x52, addr, memaddr, len(buf))
+        r = self._req
+        r[0] = 0x52  # 'R'
+        r[1] = addr
+        r[2] = memaddr
+        r[3] = len(buf)
+        self._s.write(r)
         self._recv(self._st)
         if self._st[0]:
             raise OSError(self._st[0])
         self._recv(buf)
 
     def writeto_mem(self, addr, memaddr, buf, addrsize=8):
-        self._ask(0x57, addr, memaddr, len(buf))
+        r = self._req
+        r[0] = 0x57  # 'W'
+        r[1] = addr
+        r[2] = memaddr
+        r[3] = len(buf)
+        self._s.write(r)
         self._s.write(buf)
         self._recv(self._st)
         if self._st[0]:

@@ -40,9 +40,9 @@ a.link.backoff_lo_ms = 200
 a.link.backoff_hi_ms = 1000
 a.outbox.resend_ms = 3000
 store = a._store
-def printing_store(kind, n, encode):
+def printing_store(kind, n, encode, tail=None):
     seq = a.keys.seq
-    store(kind, n, encode)
+    store(kind, n, encode, tail)
     print("REC", kind, a.boot, seq, n)
 a._store = printing_store
 print("BOOT", a.boot)
