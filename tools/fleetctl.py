@@ -12,6 +12,7 @@ or its web.read_token when reads are protected. --json prints the API's JSON.
 """
 
 import argparse
+import datetime
 import json
 import os
 import re
@@ -96,6 +97,9 @@ def table(rows, columns):
     return "\n".join(lines)
 
 
+_ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d$")
+
+
 def _cell(v):
     if v is None:
         return ""
@@ -103,6 +107,9 @@ def _cell(v):
         return "%.4g" % v
     if isinstance(v, (dict, list)):
         return json.dumps(v, separators=(",", ":"))
+    if isinstance(v, str) and _ISO.match(v):   # API times -> "2026-11-23 10:57:08.960Z"
+        t = datetime.datetime.fromisoformat(v).astimezone(datetime.timezone.utc)
+        return t.strftime("%Y-%m-%d %H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
     return "".join(ch if ch.isprintable() else "\\x%02x" % ord(ch) for ch in str(v))   # no terminal escapes
 
 
