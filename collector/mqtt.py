@@ -6,7 +6,7 @@ broker queues messages while the collector is down), subscribes in on_connect
 (so a reconnect resubscribes), and acknowledges by hand (manual_ack): the
 ingest loop calls ack_all() only after a batch's rows are committed.
 
-Two costs of stock paho are cut here, because receiving is most of the
+Three costs of stock paho are cut here, because receiving was most of the
 collector's CPU per message (docs/collector.md, "Performance"):
   * reads: paho reads every packet with three or more recv() calls (command
     byte, length bytes, body) and one select() per packet; `_ReadAhead` serves
