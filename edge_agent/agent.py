@@ -700,7 +700,8 @@ class Agent:
         if self.indicator is None:
             return
         now = time.monotonic()
-        errors = self.counters["enqueue_errors"] + self.counters["loop_errors"] + self.sampler.read_errors
+        errors = (self.counters["enqueue_errors"] + self.counters["loop_errors"] + self.sampler.read_errors
+                  + _count(getattr(self.accel, "i2c_errors", 0)))
         if errors != self._error_count:
             self._error_count = errors
             self._error_until = now + indicator_mod.ERROR_HOLD_S

@@ -5,7 +5,7 @@ LED patterns (one LED, readable from across a plant room):
   online    steady on            connected to the broker, records flowing
   offline   slow blink 1 s/1 s   no broker connection: measuring and buffering in the outbox
   error     fast blink 0.1/0.1 s something failed in the last ERROR_HOLD_S seconds (outbox
-                                 write, FIFO read, main loop)
+                                 write, an I2C transfer or FIFO read, a main-loop pass)
 
 The button (to ground, internal pull-up) marks an event on site -- "the pump
 started rattling now": each press is queued here and the agent stores it as a

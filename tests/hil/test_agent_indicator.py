@@ -36,7 +36,7 @@ def wait_for(predicate, timeout, what):
         if predicate():
             return
         time.sleep(0.02)
-    raise AssertionError("timed out after %s s waiting for %s" % (timeout, what))
+    raise AssertionError("timed out after %s s waiting for %s" % (timeout, what() if callable(what) else what))
 
 
 @pytest.fixture
@@ -52,7 +52,10 @@ def toggles(pin):
 
 
 def assert_blinks(pin, on_s, off_s, cycles):
-    """The pin alternates on/off with (median) on and off times near the pattern's."""
+    """The pin alternates on/off with (median) on and off times near the pattern's.
+
+    Within 40 %: the patterns differ tenfold, and the blink thread shares two busy cores.
+    """
     wait_for(lambda: len(toggles(pin)) >= 2 * cycles + 1, (on_s + off_s) * cycles * 3 + 2, "%d blinks" % cycles)
     changes = toggles(pin)
     states = [s for _, s in changes]
@@ -61,8 +64,8 @@ def assert_blinks(pin, on_s, off_s, cycles):
     ons = [dt for (dt, s), (_, prev) in zip(changes[1:], changes) if prev and not s]
     offs = [dt for (dt, s), (_, prev) in zip(changes[1:], changes) if not prev and s]
     assert ons and offs
-    assert abs(statistics.median(ons) - on_s) <= 0.25 * on_s, ons
-    assert abs(statistics.median(offs) - off_s) <= 0.25 * off_s, offs
+    assert abs(statistics.median(ons) - on_s) <= 0.4 * on_s, "on phases %s, expected %s s" % (ons, on_s)
+    assert abs(statistics.median(offs) - off_s) <= 0.4 * off_s, "off phases %s, expected %s s" % (offs, off_s)
 
 
 def test_indicator_online_is_steady_on(fresh_indicator):
@@ -258,10 +261,24 @@ def test_agent_led_follows_the_broker_connection(running_agent, fresh_broker):
     wait_for(lambda: ind.state == "online", 10, "online")
     assert ind.led.pin.state
     fresh_broker.stop()
-    wait_for(lambda: ind.state == "offline", 10, "offline (buffering)")
+    wait_for(lambda: ind.state == "offline", 10,
+             lambda: "offline (buffering); state %s, counters %s" % (ind.state, ra.agent.counters))
     pin = ind.led.pin
     pin.clear_states()
     assert_blinks(pin, *PATTERNS["offline"], cycles=1)
     fresh_broker.start()
-    wait_for(lambda: ind.state == "online", 15, "online again")
+    wait_for(lambda: ind.state == "online", 15, lambda: "online again; state %s" % ind.state)
     assert ind.led.pin.state
+
+
+def test_agent_led_shows_errors_fast(running_agent):
+    ra, listener = running_agent("ind-error")
+    ind = ra.agent.indicator
+    wait_for(lambda: ind.state == "online", 10, "online")
+    before = ra.agent.accel.i2c_errors
+    ra.agent.accel.bus.fail_next(3)          # the simulated bus NACKs the next three transfers
+    wait_for(lambda: ra.agent.accel.i2c_errors > before, 5, "the I2C errors to be counted")
+    wait_for(lambda: ind.state == "error", 5, "the LED to show the error")
+    pin = ind.led.pin
+    pin.clear_states()
+    assert_blinks(pin, *PATTERNS["error"], cycles=3)
