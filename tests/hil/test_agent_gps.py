@@ -28,9 +28,11 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import psycopg
 import pytest
 
 from edge_agent.gps import EpochTracker, GpsReader, choose_time, fix_from_tpv, tpv_time_ms
+from harness.collector import CollectorProcess
 from harness.ports import free_port
 from wire import codec, topics
 
@@ -393,10 +395,11 @@ AGENT_ENV = {
 class AgentRun:
     """`edge-agent run --hardware sim` as a child process, its output in a file."""
 
-    def __init__(self, tmp_path, dev, mqtt_url, gps_port):
+    def __init__(self, tmp_path, dev, mqtt_url, gps_port, extra_env=None):
         self.dev = dev
         self.out = tmp_path / ("%s.log" % dev)
         env = dict(os.environ, MQTT_URL=mqtt_url, EDGE_AGENT_GPS_PORT=str(gps_port), **AGENT_ENV)
+        env.update(extra_env or {})
         with open(self.out, "wb") as f:
             self.proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "--device-id", dev,
                                           "--hardware", "sim", "--state-dir", str(tmp_path / dev)],
@@ -440,9 +443,9 @@ class Listener:
 def agent_run(tmp_path, fresh_broker):
     made = []
 
-    def make(dev, gps_port):
+    def make(dev, gps_port, extra_env=None):
         listener = Listener(fresh_broker.url, dev)
-        agent = AgentRun(tmp_path, dev, fresh_broker.url, gps_port)
+        agent = AgentRun(tmp_path, dev, fresh_broker.url, gps_port, extra_env)
         made.append((agent, listener))
         return agent, listener
     yield make
@@ -472,6 +475,35 @@ def test_agent_publishes_gpsd_fixes_as_fix_records(gpsfake_factory, agent_run):
     assert agent.output().count("fixes are stamped with our clock") == 1
     assert agent.stop() == 0
     assert "Traceback" not in agent.output()
+
+
+def test_agent_fixes_reach_the_database_once(gpsfake_factory, agent_run, fresh_broker, fresh_db):
+    log = "hab-gpspi.log"
+    expected = chk_epochs(log)
+    gf = gpsfake_factory(log, once=False, cycle=0.01, stepped=False)
+    gf.wait_device()
+    collector = CollectorProcess(fresh_broker.url, fresh_db, client_id="collector-gps").start()
+    try:
+        agent, listener = agent_run("gps-db", gf.port, {"EDGE_AGENT_OUTBOX_EXIT_DRAIN_S": "15"})
+
+        def rows():
+            with psycopg.connect(fresh_db) as conn:
+                return conn.execute("SELECT boot, seq, mode, lat, lon, alt_m, speed_mps, track_deg, eph_m, epv_m "
+                                    "FROM fixes WHERE device_id = 'gps-db' ORDER BY boot, seq").fetchall()
+        wait_for(lambda: len(rows()) >= 4, 30, "fixes in the database (%s)" % agent.output()[-2000:])
+        assert agent.stop() == 0                  # SIGTERM: stops measuring, drains, waits for confirmations
+        stored = rows()
+        health = json.loads(listener.of_kind("status")[-1])["health"]
+        assert len(stored) == health["gps_fixes"], "every fix the agent made is in the database, once"
+        assert len({(b, s) for b, s, *_ in stored}) == len(stored)
+        for boot, seq, mode, lat, lon, alt, speed, track, eph, epv in stored:
+            body = {"mode": mode, "lat_e7": round(lat * 1e7), "lon_e7": round(lon * 1e7)}
+            body.update((k, round(v * f)) for k, v, f in (("alt_mm", alt, 1000), ("speed_mmps", speed, 1000),
+                                                          ("track_cdeg", track, 100)) if v is not None)
+            assert any(_matches(body, t) for t in expected), (seq, body)
+            assert eph is not None and (mode == 2 or epv is not None)
+    finally:
+        collector.terminate()
 
 
 def test_agent_runs_without_gpsd(agent_run):
