@@ -22,7 +22,7 @@ import machine
 from micropython import const
 
 import bootcount
-import clock as clockmod
+from clock import Clock
 import safemode
 import slim
 from adxl345 import ADXL345, SCALE_G
@@ -36,7 +36,8 @@ FW_VERSION = "0.1.0"
 HW = "esp32-devkitc"
 # Private const()s: compiled into the bytecode, no name or object in the heap.
 _SEND_PER_STEP = const(8)
-_FIX_BATCH = const(10)          # fixes per fix record (one per second from most receivers)
+_FIX_BATCH = const(5)           # fixes per fix record (one a second from most receivers):
+                                # ~450 B of JSON, a size a fragmented 100 KB heap still finds
 _HEALTHY_AFTER_MS = const(60000)
 _NTP_EVERY_MS = const(21600000)  # 6 h
 
@@ -50,10 +51,14 @@ class App:
         slim.drop_unused(codec)  # ~5 KB of collector-side code back to the heap
         gc.collect()
         self.cfg = cfg
+        # the big buffers first, while the free heap is still in one piece (after the
+        # imports it is full of small holes that a 1 KB buffer may no longer fit)
+        self._alloc_window(cfg["rate_hz"])
+        self.features = Features()
         self.dev = cfg["device_id"]
         self.boot = bootcount.next_boot(data_dir + "bootcount")
         self.keys = bootcount.Keys(self.boot)
-        self.clock = clockmod.Clock()
+        self.clock = Clock()
         self.clock.from_rtc()
         seg = 8192
         # 8 records in flight: 1 feature window a second needs no more, and each costs
@@ -65,8 +70,6 @@ class App:
         i2c = machine.I2C(0, scl=machine.Pin(cfg["i2c_scl"]), sda=machine.Pin(cfg["i2c_sda"]),
                           freq=400000)
         self.adxl = ADXL345(i2c, rate_hz=cfg["rate_hz"], range_g=cfg["range_g"], watermark=16)
-        self._alloc_window()
-        self.features = Features()
         # GPS
         self.uart = machine.UART(2, baudrate=cfg["gps_baud"], tx=cfg["gps_tx"], rx=cfg["gps_rx"],
                                  rxbuf=512)
@@ -85,9 +88,9 @@ class App:
         self.last_ntp = None
         self.windows = 0
 
-    def _alloc_window(self):
+    def _alloc_window(self, rate_hz):
         # one window of raw entries, allocated when the rate changes (never per sample)
-        n = int(self.adxl.rate_hz * self.cfg["window_s"])
+        n = int(rate_hz * self.cfg["window_s"])
         n = max(16, min(n, 1024))  # <= 6 KB of heap
         self.window_n = n
         self.window = None
@@ -116,14 +119,21 @@ class App:
 
     # ---- sampling ----------------------------------------------------------------------
     def sample(self):
-        """Drain the FIFO; at a full window store its features (and a wave block if due)."""
+        """Drain the FIFO; at a full window store its features (and a wave block if due).
+
+        The hot path: allocates nothing until the window is full (tests/hil/test_fw_app.py).
+        The work at the end of a window is a method of its own because its lambdas close
+        over locals, and a function with closures allocates their cells on every call.
+        """
         if self.sleep_until is not None:
             return
         if self.filled == 0:
             self.window_t0 = self.clock.now()
         self.filled += self.adxl.drain(self.window, self.filled, self.window_n - self.filled)
-        if self.filled < self.window_n:
-            return
+        if self.filled >= self.window_n:
+            self._close_window()
+
+    def _close_window(self):
         n = self.filled
         self.filled = 0
         rate = self.adxl.rate_hz
@@ -132,7 +142,7 @@ class App:
         rec = {"dt": 0, "len_ms": int(n * 1000 / rate), "rate_hz": rate, "n": n,
                "x": f["x"], "y": f["y"], "z": f["z"]}
         self.windows += 1
-        self._store("features", 1, lambda seq, _t, _q: codec.encode_features(
+        self._store("features", 1, lambda seq, t, q: codec.encode_features(
             self.dev, self.boot, seq, t0, tq0, [rec]))
         every = self.cfg["wave_every_s"]
         if self.capture_n or (every and time.ticks_diff(time.ticks_ms(), self.last_wave) >= every * 1000):
@@ -146,7 +156,7 @@ class App:
         n = min(n, self.window_n)
         self.capture_n = 0
         self.last_wave = time.ticks_ms()
-        self._store("wave", 1, lambda seq, _t, _q: self.wave_head(seq, t0, tq, n),
+        self._store("wave", 1, lambda seq, t, q: self.wave_head(seq, t0, tq, n),
                     memoryview(self.window)[:6 * n])
 
     def wave_head(self, seq, t0, tq, n):
@@ -187,7 +197,7 @@ class App:
                 if fx.get(k) is not None:
                     w[k] = fx[k]
             out.append(w)
-        self._store("fix", len(out), lambda seq, _t, _q: codec.encode_fixes(
+        self._store("fix", len(out), lambda seq, t, q: codec.encode_fixes(
             self.dev, self.boot, seq, t0, tq, out))
 
     # ---- network -----------------------------------------------------------------------
@@ -235,7 +245,7 @@ class App:
         try:
             if name == "set_rate":
                 self.adxl.configure(args["hz"], self.adxl.range_g)
-                self._alloc_window()
+                self._alloc_window(args["hz"])
             elif name == "set_range":
                 self.adxl.configure(self.adxl.rate_hz, args["g"])
             elif name == "sleep":

@@ -20,7 +20,7 @@ except ImportError:
     def const(x):
         return x
 
-MIN_VALID_MS = 1577836800000      # 2020-01-01: anything earlier is not a real clock
+_MIN_VALID_MS = const(1577836800000)  # 2020-01-01: anything earlier is not a real clock
 
 
 class Clock:
@@ -51,7 +51,7 @@ class Clock:
 
     def set(self, wall_ms, source):
         """Set from a trusted source ('ntp' or 'gps'); ignores times before 2020."""
-        if wall_ms < MIN_VALID_MS:
+        if wall_ms < _MIN_VALID_MS:
             return False
         t = time.ticks_ms()
         self._offset = wall_ms - t
@@ -71,7 +71,7 @@ class Clock:
             secs = int(time.time()) + _epoch_shift()
         except Exception:
             return False
-        if secs * 1000 < MIN_VALID_MS:
+        if secs * 1000 < _MIN_VALID_MS:
             return False
         self._offset = secs * 1000 - time.ticks_ms()
         self._source = "rtc"

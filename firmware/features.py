@@ -2,7 +2,7 @@
 #
 # Per axis: RMS and peak of the signal with its mean (gravity, offset) removed,
 # crest factor = peak / RMS, and the dominant frequency from a small FFT of the
-# first FFT_N samples. Computed once per window (not per sample): integer partial
+# first _FFT_N samples. Computed once per window (not per sample): integer partial
 # sums keep the squares in small-int range (|v| <= 4096 counts, 32 squares < 2^30),
 # so the floats allocated here are a few per 32 samples; the FFT works in two float
 # arrays allocated once (2 x 256 x 4 bytes).
@@ -16,8 +16,16 @@ except ImportError:
     def const(x):
         return x
 
-FFT_N = const(256)
+_FFT_N = const(256)
 _CHUNK = const(32)
+
+
+def _zeros(n):
+    # n float32 zeros without a temporary list of n items (2 KB for 256 on a 64-bit
+    # port, the allocation that failed first in a 100 KB heap): MicroPython builds an
+    # array from a buffer's raw bytes, CPython from its items (then the length is 4 n).
+    a = array("f", bytearray(4 * n))
+    return a if len(a) == n else array("f", [0.0] * n)
 
 
 def _axis_value(buf, i):
@@ -28,11 +36,10 @@ def _axis_value(buf, i):
 class Features:
     """features(buf, n, rate_hz, scale_g) -> {'x': {...}, 'y': {...}, 'z': {...}}."""
 
-    def __init__(self, fft_n=FFT_N):
+    def __init__(self, fft_n=_FFT_N):
         self.fft_n = fft_n
-        # (a list at init only: array('f', bytearray(k)) differs between ports)
-        self._re = array("f", [0.0] * fft_n)
-        self._im = array("f", [0.0] * fft_n)
+        self._re = _zeros(fft_n)
+        self._im = _zeros(fft_n)
 
     def axis(self, buf, n, axis, rate_hz, scale_g):
         """Features of one axis (0 x, 1 y, 2 z) over n entries; values in g and Hz."""

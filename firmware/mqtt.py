@@ -37,8 +37,8 @@ except ImportError:  # pragma: no cover
 
 from wire import codec, topics
 
-_IPPROTO_TCP = getattr(_socket, "IPPROTO_TCP", 6)   # same value in Linux and lwIP
-_TCP_NODELAY = getattr(_socket, "TCP_NODELAY", 1)
+_IPPROTO_TCP = const(6)   # the same in Linux and lwIP (MicroPython's socket module
+_TCP_NODELAY = const(1)   # does not always export them)
 _GATHER = const(256)   # bytes of small writes gathered into one send
 _MAX_PID = const(65535)
 _INBOX_MAX = const(32)

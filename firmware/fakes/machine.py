@@ -48,7 +48,7 @@ class _ChipLink:
                 raise OSError(5)  # EIO: the chip host went away
             got += k
 
-    def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
+    def readfrom_mem_into(self, addr, memaddr, buf):
         r = self._req
         r[0] = 0x52  # 'R'
         r[1] = addr
@@ -60,7 +60,7 @@ class _ChipLink:
             raise OSError(self._st[0])
         self._recv(buf)
 
-    def writeto_mem(self, addr, memaddr, buf, addrsize=8):
+    def writeto_mem(self, addr, memaddr, buf):
         r = self._req
         r[0] = 0x57  # 'W'
         r[1] = addr
@@ -117,7 +117,7 @@ class UART:
 class Pin:
     """machine.Pin: only a number (the firmware hands pins to I2C and UART)."""
 
-    def __init__(self, id, mode=1, pull=None, value=0):
+    def __init__(self, id, *args):
         self.id = id
 
 

@@ -1,0 +1,180 @@
+"""The firmware application (firmware/app.py) on the MicroPython Unix port with the
+board's 100 KB heap: the ADXL345 register model in a chip host (tools/sim_board.ChipHost)
+behind the fake machine.I2C, everything else the real firmware, compiled with mpy-cross.
+
+- the hot sampling loop (App.sample() draining the FIFO mid-window) allocates nothing;
+- a waveform block written from the window buffer (header + samples, never joined in
+  RAM) is byte for byte what wire.codec.encode_wave makes, and a big record is streamed
+  back from flash (ring.Stored) rather than read into the heap;
+- slim.drop_unused() leaves every device-side use of wire.codec working: all cmd and
+  ack golden vectors and the encoders the firmware calls give the same answers after it.
+"""
+
+import importlib.util
+import json
+
+import pytest
+
+from harness.micropython import REPO_ROOT, compile_mpy
+from tools.sim_board import ChipHost
+from tools.umqtt_fetch import umqtt_path
+from wire import codec
+
+HEAP = "100K"
+VECTORS = REPO_ROOT / "tests" / "vectors" / "wire_v1.json"
+
+
+@pytest.fixture(scope="module")
+def fw_path(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mpy")
+    compile_mpy(out, packages=("firmware", "wire"))
+    compile_mpy(out, packages=("umqtt",), root=umqtt_path())
+    return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
+
+
+@pytest.fixture
+def chip():
+    host = ChipHost()
+    yield host
+    host.close()
+
+
+APP = r"""
+import sys, time, gc
+import config
+cfg, problems = config.validate({"device_id": "fw-app", "wifi_ssid": "lab",
+    "broker": "mqtt://127.0.0.1:9", "rate_hz": 400, "window_s": 1, "ntp_host": None,
+    "wave_every_s": 0})
+assert not problems, problems
+del config
+del sys.modules["config"]
+import app
+a = app.App(cfg, sys.argv[1])
+"""
+
+NO_ALLOC = APP + r"""
+time.sleep_ms(20)
+a.sample()                     # starts the window (stamps its time: that allocates)
+assert 0 < a.filled < a.window_n, a.filled
+
+def measure(a, sleep_ms, calls):
+    # locals only, nothing printed inside: what mem_alloc sees is the loop's own
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    for _ in range(calls):
+        time.sleep_ms(sleep_ms)
+        a.sample()
+    after = gc.mem_alloc()
+    gc.enable()
+    return after - before
+
+filled = a.filled
+alloc = measure(a, 5, 20)
+print("alloc", alloc, "entries", a.filled - filled, "window", a.window_n, "overruns", a.adxl.overruns)
+"""
+
+
+def test_fw_app_hot_sampling_loop_allocates_nothing(micropython, fw_path, chip, tmp_path):
+    r = micropython(NO_ALLOC, args=[str(tmp_path) + "/"], heapsize=HEAP, path=fw_path,
+                    cwd=str(tmp_path), env={"FW_I2C": chip.address}, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    words = r.stdout.split()
+    alloc, entries, window = int(words[1]), int(words[3]), int(words[5])
+    # the loop really drained the FIFO (the chip samples at 400 Hz while we sleep),
+    # and did not reach the end of the window (where features are computed)
+    assert 0 < entries and words[6] == "overruns"
+    assert alloc == 0, r.stdout
+
+
+WAVE = APP + r"""
+import struct
+n = int(sys.argv[2])
+for k in range(n):
+    struct.pack_into("<hhh", a.window, 6 * k, 3 * k - 500, -7 * k, 256 + k)
+a._wave(n, 1767225600123, "ntp")
+rec = a.outbox.next_to_send(0)
+kind, boot, seq, count, payload = rec
+stored = not isinstance(payload, bytes)
+with open(sys.argv[3], "wb") as f:
+    if stored:
+        payload.send_to(f.write)     # streamed from flash, as mqtt.Link sends it
+    else:
+        f.write(payload)
+print(kind, boot, seq, count, a.adxl.rate_hz, a.adxl.range_g, "stored" if stored else "bytes")
+"""
+
+
+@pytest.mark.parametrize("n", [32, 128])
+def test_fw_app_wave_block_matches_codec(micropython, fw_path, chip, tmp_path, n):
+    out = tmp_path / "payload.bin"
+    r = micropython(WAVE, args=[str(tmp_path) + "/", n, str(out)], heapsize=HEAP, path=fw_path,
+                    cwd=str(tmp_path), env={"FW_I2C": chip.address}, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    kind, boot, seq, count, rate, range_g, how = r.stdout.split()
+    data = out.read_bytes()
+    samples = bytearray()
+    for k in range(n):
+        samples += (3 * k - 500).to_bytes(2, "little", signed=True)
+        samples += (-7 * k).to_bytes(2, "little", signed=True)
+        samples += (256 + k).to_bytes(2, "little", signed=True)
+    want = codec.encode_wave("fw-app", int(boot), int(seq), 1767225600123, "ntp", float(rate),
+                             1 / 256, int(range_g), 3, n, bytes(samples))
+    assert (kind, count) == ("wave", "1")
+    assert data == want
+    decoded = codec.decode_wave("fw-app", data)
+    assert decoded["n"] == n and decoded["seq"] == int(seq)
+    # 32 samples make a 229-byte record, read into RAM; 128 make 805 bytes, left on flash
+    assert how == ("stored" if len(data) > 512 else "bytes")
+
+
+SLIM = r"""
+import sys, json
+from wire import codec
+import slim
+
+def answers():
+    out = []
+    with open(sys.argv[1]) as f:
+        for line in f:
+            topic, text = json.loads(line)
+            try:
+                m = codec.decode(topic, text.encode())
+                out.append(json.dumps(m))
+            except codec.WireError as e:
+                out.append(e.code)
+    fx = [{"dt": 0, "mode": 3, "lat_e7": 481173000, "lon_e7": 115166667, "sats": 8}]
+    win = [{"dt": 0, "len_ms": 1000, "rate_hz": 400, "n": 400,
+            "x": {"rms": 0.1, "peak": 0.3, "crest": 3.0, "dom_hz": 50.0},
+            "y": {"rms": 0.1, "peak": 0.3, "crest": 3.0, "dom_hz": 50.0},
+            "z": {"rms": 0.1, "peak": 0.3, "crest": 3.0, "dom_hz": 50.0}}]
+    out.append(codec.encode_fixes("d-1", 3, 10, 1767225600000, "gps", fx))
+    out.append(codec.encode_features("d-1", 3, 11, 1767225600000, "ntp", win))
+    out.append(codec.encode_result("d-1", 3, 12, 1767225600000, "ntp", "c-1", "capture", True, {"n": 64}))
+    out.append(codec.encode_result("d-1", 3, 13, 1767225600000, "ntp", "c-2", "set_rate", False, None, "E"))
+    out.append(codec.encode_status("d-1", 3, 14, 1767225600000, "ntp", "online", "0.1", "hw",
+                                   "power_on", 2, 0, 1, {"mem_free": 5}))
+    out.append(codec.covers([(3, 0, 9)], 3, 4))
+    return out
+
+full = answers()
+gone = slim.drop_unused(codec)
+trimmed = answers()
+print("gone", gone, "answers", len(full), "same", full == trimmed)
+"""
+
+
+def test_fw_slim_codec_keeps_every_device_side_answer(micropython, fw_path, tmp_path):
+    cases = [c for c in json.loads(VECTORS.read_text()) if not c.get("heavy")
+             and "payload_text" in c and c["topic"].rsplit("/", 1)[-1] in ("cmd", "ack")]
+    assert len(cases) > 40
+    lines = tmp_path / "cases.jsonl"
+    lines.write_text("".join(json.dumps([c["topic"], c["payload_text"]]) + "\n" for c in cases))
+    r = micropython(SLIM, args=[str(lines)], heapsize=HEAP, path=fw_path, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    words = r.stdout.split()
+    spec = importlib.util.spec_from_file_location("fw_slim", str(REPO_ROOT / "firmware" / "slim.py"))
+    fw_slim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fw_slim)
+    assert int(words[1]) == sum(1 for n in fw_slim.UNUSED if hasattr(codec, n)) > 0
+    assert int(words[3]) == len(cases) + 6 and words[5] == "True", r.stdout
