@@ -7,8 +7,9 @@ Uses the broker and database named by MQTT_URL and DATABASE_URL when they are
 set; otherwise starts a private Mosquitto and a private PostgreSQL cluster of
 its own in temporary directories (their data goes when the demo stops). Then
 starts the collector and the simulated Raspberry Pi agents (the real edge-agent
-code on simulated ADXL345 chips), prints the status page URL, and on Ctrl-C
-stops everything in reverse order.
+code on simulated ADXL345 chips) and ESP32 boards (--boards: the real firmware on
+the MicroPython Unix port, tools/sim_board.py), prints the status page URL, and on
+Ctrl-C stops everything in reverse order.
 """
 
 import argparse
@@ -46,11 +47,35 @@ def wait_http(url, timeout, proc=None):
     return False
 
 
+def start_boards(n, workdir, env, procs):
+    """Start n simulated ESP32 boards (tools/sim_board.py), esp-01, esp-02, ..."""
+    if n <= 0:
+        return
+    from tools.sim_board import BoardError, micropython_exe
+    try:
+        micropython_exe()
+    except BoardError as e:
+        say("no simulated ESP32 boards: %s" % e)
+        return
+    for i in range(n):
+        dev = "esp-%02d" % (i + 1)
+        state = workdir / dev
+        state.mkdir()
+        board = subprocess.Popen([sys.executable, "-m", "tools.sim_board", "--device-id", dev,
+                                  "--state-dir", str(state / "flash")],
+                                 env=dict(env, COLLECTOR_WEB_LISTEN=""), cwd=str(Path(__file__).resolve().parents[1]),
+                                 stdout=open(state / "board.log", "wb"), stderr=subprocess.STDOUT)
+        procs.append((dev, board))
+    say("started %d simulated ESP32 boards (real firmware on MicroPython, logs in %s)" % (n, workdir))
+
+
 def main(argv=None):
     """Run the demo until Ctrl-C."""
     p = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agents", type=int, default=3, help="simulated Raspberry Pi agents (default %(default)s)")
+    p.add_argument("--boards", type=int, default=2,
+                   help="simulated ESP32 boards: the real firmware on the MicroPython Unix port (default %(default)s)")
     p.add_argument("--port", type=int, default=8080, help="status page port; a free one if taken (default %(default)s)")
     p.add_argument("--seconds", type=float, default=0, help="stop by itself after this many seconds (0: run until Ctrl-C)")
     a = p.parse_args(argv)
@@ -105,6 +130,7 @@ def main(argv=None):
             say("started %d simulated Raspberry Pi agents (logs in %s)" % (a.agents, workdir))
         else:
             say("edge-agent is not installed; no simulated agents")
+        start_boards(a.boards, workdir, env, procs)
         say("status page: %s   (Ctrl-C stops everything)" % url)
         end = time.monotonic() + a.seconds if a.seconds else None
         while not stopping and (end is None or time.monotonic() < end):
