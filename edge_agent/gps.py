@@ -263,6 +263,9 @@ class GpsReader:
         except ImportError as e:
             log.error("GPS disabled: gpsd-py3 is not installed (%s); pip install 'fieldwatch[agent]'", e)
             return
+        # gpsd-py3 warns 'No gps devices found' on every connect without a receiver (with a
+        # deprecated call); we say that once ourselves ("connected (no device yet)").
+        logging.getLogger("gpsd").setLevel(logging.ERROR)
         if not _READER_LOCK.acquire(blocking=False):
             log.error("another GPS reader runs in this process (gpsd-py3 allows one connection); GPS disabled")
             return
