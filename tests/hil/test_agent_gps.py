@@ -314,6 +314,40 @@ def test_gps_reader_without_gpsd_retries_quietly(reader_factory, caplog):
     assert not reader._thread.is_alive()
 
 
+def test_gps_reader_wrong_service_on_the_port(reader_factory, caplog):
+    """A port where something else listens: one that never answers, then one that answers garbage."""
+    caplog.set_level(logging.DEBUG, logger="edge_agent.gps")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)                       # accepts (the kernel does), never says a word
+        reader = reader_factory(silent.getsockname()[1], handshake_timeout_s=0.3)
+        reader.start()
+        wait_for(lambda: reader.counters["gps_connect_failures"] >= 2, 10, "handshake timeouts")
+        assert not reader.connected.is_set()
+        reader.stop()
+        assert not reader._thread.is_alive()
+
+    with socket.socket() as chatty:
+        chatty.bind(("127.0.0.1", 0))
+        chatty.listen(8)
+        chatty.settimeout(0.2)
+        reader = reader_factory(chatty.getsockname()[1], handshake_timeout_s=0.5)
+        reader.start()
+        answered = 0
+        end = time.monotonic() + 10
+        while answered < 2 and time.monotonic() < end:
+            try:
+                conn, _ = chatty.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            answered += 1
+        wait_for(lambda: reader.counters["gps_connect_failures"] >= 2, 10, "rejected handshakes")
+        assert not reader.connected.is_set() and reader.take() == []
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
 # ---- conversion details (no gpsd needed) -------------------------------------------------------
 
 def test_gps_fix_fields_from_odd_reports():
