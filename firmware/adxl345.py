@@ -62,7 +62,10 @@ class ADXL345:
         self.rate_hz = rate_hz
         self.range_g = range_g
         self.watermark = watermark
-        self._read_reg(_DEVID)
+        try:
+            self._read_reg(_DEVID)
+        except OSError as e:  # nobody ACKs: not wired, or wired to the other address
+            raise ADXL345Error("no answer at I2C 0x%02x (OSError %s)" % (address, e.args[0]))
         if self._reg[0] != _DEVID_VALUE:
             raise ADXL345Error("DEVID 0x%02x, expected 0xe5 at I2C 0x%02x" % (self._reg[0], address))
         self.configure(rate_hz, range_g, watermark)

@@ -25,7 +25,7 @@ import bootcount
 from clock import Clock
 import safemode
 import slim
-from adxl345 import ADXL345, SCALE_G
+from adxl345 import ADXL345, SCALE_G, ADXL345Error
 from features import Features
 from mqtt import Link
 from nmea import NMEAParser
@@ -328,7 +328,14 @@ def main(config_path="config.json", data_dir=""):
         wifi = WiFi(cfg["wifi_ssid"], cfg["wifi_password"])
     except ImportError:
         pass
-    app = App(cfg, data_dir, wifi)
+    try:
+        app = App(cfg, data_dir, wifi)
+    except ADXL345Error as e:
+        # a wiring fault: say what is wrong, then reset; after a few such boots the
+        # crash-loop guard (safemode.py) keeps the application off and the REPL free
+        print("adxl345: %s; check SDA pin %d, SCL pin %d, 3V3, GND and SDO/ALT ADDRESS "
+              "low (hardware/README.md). Resetting." % (e, cfg["i2c_sda"], cfg["i2c_scl"]))
+        machine.reset()
     print("fieldwatch %s: device %s boot %d" % (FW_VERSION, app.dev, app.boot))
     try:
         app.run()

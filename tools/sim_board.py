@@ -199,7 +199,8 @@ class Board:
     """One simulated ESP32: a chip host and the firmware process, restarted on reset."""
 
     def __init__(self, device_id, state_dir, mqtt_url, nmea=DEFAULT_NMEA, heap="100K",
-                 source=False, rate_hz=400, signal_name="synthetic", log=print):
+                 source=False, rate_hz=400, signal_name="synthetic", log=print,
+                 chip_address=0x53, crash_restart_s=CRASH_RESTART_S, stdout=None):
         self.state = Path(state_dir)
         self.cfg = board_config(device_id, mqtt_url, rate_hz)
         self.nmea = Path(nmea)
@@ -215,6 +216,10 @@ class Board:
         self.source = source
         self.signal_name = signal_name
         self.log = log
+        self.chip_address = chip_address
+        self.crash_restart_s = crash_restart_s
+        self.stdout = stdout
+        self.last_exit = None
         self.proc = None
         self.resets = 0
         self.crashes = 0
@@ -232,7 +237,7 @@ class Board:
         self._write_config()
         self._tmp = tempfile.mkdtemp(prefix="sim-board-")
         self.path = build(self._tmp, self.source)
-        self.chip = ChipHost(self.signal_name)
+        self.chip = ChipHost(self.signal_name, self.chip_address)
         self._boot()
         return self
 
@@ -243,7 +248,8 @@ class Board:
         if self.resets:
             env["FW_RESET_CAUSE"] = "5" if self.last_exit == RESET_EXIT else "3"
         self.proc = subprocess.Popen([micropython_exe(), "-X", "heapsize=%s" % self.heap, "-c", BOOT],
-                                     cwd=str(self.state), env=env, stdin=subprocess.DEVNULL)
+                                     cwd=str(self.state), env=env, stdin=subprocess.DEVNULL,
+                                     stdout=self.stdout, stderr=subprocess.STDOUT if self.stdout else None)
 
     def poll(self):
         """Restart the firmware after a reset or a crash; False once the board stays down."""
@@ -268,7 +274,7 @@ class Board:
             self.crashes += 1
             self.log("[%s] firmware crashed (exit %s); the watchdog resets the board"
                      % (self.cfg["device_id"], rc))
-            time.sleep(CRASH_RESTART_S)
+            time.sleep(self.crash_restart_s)
         self._boot()
         return True
 
@@ -303,6 +309,9 @@ def main(argv=None):
     p.add_argument("--rate-hz", type=int, default=400, choices=(100, 200, 400, 800),
                    help="ADXL345 output data rate (default %(default)s)")
     p.add_argument("--heap", default="100K", help="MicroPython heap size (default %(default)s, as on the board)")
+    p.add_argument("--sdo-high", action="store_true",
+                   help="wire the ADXL345's SDO/ALT ADDRESS pin high (I2C 0x1D instead of 0x53): the "
+                        "firmware finds no chip, crashes at boot and ends in safe mode after 3 tries")
     p.add_argument("--source", action="store_true", help="run firmware/*.py as source instead of mpy-cross output")
     p.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
     a = p.parse_args(argv)
@@ -311,7 +320,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
         board = Board(a.device_id, a.state_dir, url, nmea=a.nmea, heap=a.heap, source=a.source,
-                      rate_hz=a.rate_hz)
+                      rate_hz=a.rate_hz, chip_address=0x1D if a.sdo_high else 0x53)
     except BoardError as e:
         print("sim_board: %s" % e, file=sys.stderr)
         return 2
