@@ -6,6 +6,14 @@ record is stored once. Times travel as integer ms and become timestamptz in
 SQL; records stamped before the device's clock was set (tq = 'none', ms since
 boot) are placed using the boot's estimated start in device_boots.
 
+Fast path: when every record of a batch has a wall-clock time, the rows are
+COPYed straight into their tables inside a savepoint (times converted here),
+which saves PostgreSQL the staging table and the INSERT ... SELECT (about half
+its work per row). If any row's key is already stored (a redelivery, a device
+replay, a resend after a crash) the unique index stops the COPY, the savepoint
+is rolled back and that table takes the staging route, which drops duplicates
+row by row. Either way the batch commits in one transaction.
+
 The device registry is kept out of the data transaction's locks: inside it,
 only devices this process has not seen yet are inserted (ON CONFLICT DO
 NOTHING takes no lock on an existing row) and status messages applied; the
@@ -17,15 +25,19 @@ shared subscription, both touching the same device rows, would queue behind
 each other's whole data transaction.
 """
 
+import datetime as dt
 import json
 import logging
 
 import psycopg
+from psycopg import errors
 
 log = logging.getLogger("collector.store")
 
 _STAGE_HEAD = "device_id text, boot int8, seq int8, ts_ms int8, recv_ms int8, tq text"
 _HEAD_TYPES = ["text", "int8", "int8", "int8", "int8", "text"]
+_DIRECT_HEAD_TYPES = ["text", "int8", "int8", "timestamptz", "timestamptz", "text"]
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 # table -> (staging columns after the head, their COPY types, target columns after the head)
 _TABLES = {
@@ -93,7 +105,9 @@ class Store:
                     staged = []
                     for table, (_, types, _) in _TABLES.items():
                         rows = getattr(batch, _BATCH_ATTR[table])
-                        if rows:
+                        if rows and not batch.untimed and self._copy_direct(cur, table, types, rows):
+                            written[table] = len(rows)
+                        elif rows:
                             with cur.copy("COPY stage_%s FROM STDIN (FORMAT BINARY)" % table) as cp:
                                 cp.set_types(_HEAD_TYPES + types)
                                 for row in rows:
@@ -126,6 +140,20 @@ class Store:
         self._known.update(registered)
         self._touch(batch)
         return written
+
+    def _copy_direct(self, cur, table, types, rows):
+        """COPY rows with wall-clock times straight into `table` in a savepoint; False if a key is already stored."""
+        ms = dt.timedelta(milliseconds=1)
+        try:
+            with self.conn.transaction():   # a savepoint: a duplicate undoes only this COPY
+                with cur.copy("COPY %s (device_id, boot, seq, ts, recv_ts, tq, %s) FROM STDIN (FORMAT BINARY)"
+                              % (table, _TABLES[table][2])) as cp:
+                    cp.set_types(_DIRECT_HEAD_TYPES + types)
+                    for row in rows:
+                        cp.write_row(row[:3] + (_EPOCH + row[3] * ms, _EPOCH + row[4] * ms) + row[5:])
+        except errors.UniqueViolation:
+            return False
+        return True
 
     def _touch(self, batch):
         """last_seen and clock skew of the batch's devices, after the data commit (see the module docstring)."""

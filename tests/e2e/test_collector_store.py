@@ -66,3 +66,28 @@ def test_store_data_commit_does_not_wait_for_a_locked_device_row(fresh_db):
     finally:
         holder.close()
         st.close()
+
+
+def test_store_direct_copy_and_staging_route_store_each_key_once_with_the_same_time(fresh_db):
+    from wire import codec
+    migrate(fresh_db, log_progress=lambda m: None)
+    st = Store(fresh_db)
+    t = 1763880123457                                    # not a round second: ms must survive both routes
+    try:
+        assert st.write(batch_of("pump-03", range(10), t, t + 5)) == {"readings": 10}      # direct COPY
+        assert st.write(batch_of("pump-03", range(5, 15), t, t + 9)) == {"readings": 5}    # duplicates: staging
+        mixed = batch_of("pump-03", range(3), t, t + 12)
+        mixed.add(Message("fieldwatch/v1/pump-03/telemetry/readings",
+                          codec.encode_readings("pump-03", 1, 15, 42000, "none", [[0, "rms_g", 0.5]]), 99, 1, False,
+                          t + 12, 1))
+        assert mixed.untimed
+        assert st.write(mixed) == {"readings": 1}, "a record without wall-clock time sends the batch the staging way"
+        with psycopg.connect(fresh_db) as conn:
+            assert conn.execute("SELECT count(*), count(DISTINCT seq) FROM readings").fetchone() == (16, 16)
+            assert conn.execute("SELECT count(*) FROM readings WHERE ts = timestamptz 'epoch' + %s * interval '1 ms'",
+                                (t,)).fetchone()[0] == 15
+            # the first untimed record of a boot fixes the boot's start at receipt - its ms since boot
+            assert conn.execute("SELECT extract(epoch FROM recv_ts - ts) * 1000 FROM readings WHERE seq = 15"
+                                ).fetchone()[0] == 0
+    finally:
+        st.close()
