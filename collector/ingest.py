@@ -79,9 +79,10 @@ class Ingest:
         deadline = None
         while not self._gave_up:
             idle = self._idle.is_set()
-            if len(batch) >= self.batch_max and not idle:
+            full = len(batch) >= self.batch_max
+            if full and not idle:
                 self._idle.wait(0.2)          # full: wait for the writer, leave new messages queued
-            else:
+            elif not full:
                 if deadline is None or not idle:
                     timeout = 0.2             # nothing due, or the writer is busy: it wakes us when free
                 else:
