@@ -93,7 +93,10 @@ class ChipHost:
     def _recv_exact(conn, n):
         data = b""
         while len(data) < n:
-            chunk = conn.recv(n - len(data))
+            try:
+                chunk = conn.recv(n - len(data))
+            except OSError:  # the device process was killed (a power cut)
+                return None
             if not chunk:
                 return None
             data += chunk
@@ -135,6 +138,94 @@ class ChipHost:
             self._srv.close()
         except OSError:
             pass
+
+
+# ---- the GPS ---------------------------------------------------------------------------------
+# Where each NMEA sentence keeps its UTC time (field index) and date.
+_TIME_FIELD = {"RMC": 1, "GGA": 1, "GNS": 1, "ZDA": 1, "GST": 1, "GBS": 1, "GRS": 1, "GLL": 5}
+
+
+def _checksum(body):
+    x = 0
+    for c in body.encode("ascii", "replace"):
+        x ^= c
+    return "%02X" % x
+
+
+def _log_start(lines):
+    """UTC datetime of the first sentence that carries a date (RMC or ZDA), or None."""
+    import datetime
+    for line in lines:
+        body = line.strip()[1:].split("*")[0]
+        f = body.split(",")
+        kind = f[0][2:]
+        try:
+            if kind == "RMC" and len(f[1]) >= 6 and len(f[9]) == 6:
+                d = datetime.datetime.strptime(f[9] + f[1][:6], "%d%m%y%H%M%S")
+            elif kind == "ZDA" and len(f[1]) >= 6 and f[4]:
+                d = datetime.datetime.strptime("%s%s%s%s" % (f[2].zfill(2), f[3].zfill(2), f[4], f[1][:6]),
+                                               "%d%m%Y%H%M%S")
+            else:
+                continue
+        except (IndexError, ValueError):
+            continue
+        return d.replace(tzinfo=datetime.timezone.utc)
+    return None
+
+
+def shift_nmea(src, dst, start, seconds, bytes_per_s):
+    """Write the NMEA log `src` to `dst` with its UTC times moved to begin at `start`.
+
+    The fake UART replays a log at the baud rate and starts again at its end; a log
+    recorded years ago would set the board's clock (GPS time wins) to that year. Here
+    the log is repeated to cover `seconds` of replay, each copy moved to when the
+    replay will reach it, every time and date field rewritten and every checksum
+    recomputed; positions, speeds and everything else stay as recorded. Returns the
+    number of copies (1 if the log has no dated sentence: then it is copied as is).
+    """
+    import datetime
+    raw = Path(src).read_bytes()
+    lines = raw.decode("ascii", "replace").splitlines(True)
+    first = _log_start(lines)
+    if first is None:
+        Path(dst).write_bytes(raw)
+        return 1
+    loop_s = max(1, int(len(raw) / bytes_per_s))
+    copies = max(1, int(seconds // loop_s) + 1)
+    with open(dst, "w", newline="") as out:
+        for k in range(copies):
+            offset = datetime.timedelta(seconds=int((start - first).total_seconds()) + k * loop_s)
+            day = first.date()
+            for line in lines:
+                if not line.startswith("$") or "*" not in line:
+                    out.write(line)
+                    continue
+                body, _, rest = line[1:].partition("*")
+                f = body.split(",")
+                kind = f[0][2:]
+                idx = _TIME_FIELD.get(kind)
+                try:
+                    if kind == "RMC" and len(f[9]) == 6:
+                        day = datetime.datetime.strptime(f[9], "%d%m%y").date()
+                    elif kind == "ZDA" and f[4]:
+                        day = datetime.date(int(f[4]), int(f[3]), int(f[2]))
+                    if idx is None or len(f[idx]) < 6:
+                        out.write(line)
+                        continue
+                    t = datetime.datetime.combine(day, datetime.datetime.strptime(f[idx][:6], "%H%M%S").time())
+                except (IndexError, ValueError):
+                    out.write(line)
+                    continue
+                t += offset
+                f[idx] = t.strftime("%H%M%S") + f[idx][6:]
+                if kind == "RMC":
+                    f[9] = t.strftime("%d%m%y")
+                elif kind == "ZDA":
+                    f[2], f[3], f[4] = t.strftime("%d"), t.strftime("%m"), t.strftime("%Y")
+                body = ",".join(f)
+                eol = rest[2:] if len(rest) >= 2 else "\r\n"
+                out.write("$%s*%s%s" % (body, _checksum(body), eol or "\r\n"))
+    return copies
 
 
 # ---- the board ------------------------------------------------------------------------------
@@ -200,7 +291,8 @@ class Board:
 
     def __init__(self, device_id, state_dir, mqtt_url, nmea=DEFAULT_NMEA, heap="100K",
                  source=False, rate_hz=400, signal_name="synthetic", log=print,
-                 chip_address=0x53, crash_restart_s=CRASH_RESTART_S, stdout=None):
+                 chip_address=0x53, crash_restart_s=CRASH_RESTART_S, stdout=None, gps_now=True,
+                 gps_hours=2.0):
         self.state = Path(state_dir)
         self.cfg = board_config(device_id, mqtt_url, rate_hz)
         self.nmea = Path(nmea)
@@ -220,6 +312,8 @@ class Board:
         self.crash_restart_s = crash_restart_s
         self.stdout = stdout
         self.last_exit = None
+        self.gps_now = gps_now
+        self.gps_hours = gps_hours
         self.proc = None
         self.resets = 0
         self.crashes = 0
@@ -238,6 +332,12 @@ class Board:
         self._tmp = tempfile.mkdtemp(prefix="sim-board-")
         self.path = build(self._tmp, self.source)
         self.chip = ChipHost(self.signal_name, self.chip_address)
+        if self.gps_now:
+            import datetime
+            shifted = Path(self._tmp) / self.nmea.name
+            shift_nmea(self.nmea, shifted, datetime.datetime.now(datetime.timezone.utc),
+                       self.gps_hours * 3600, 9600 // 10)
+            self.nmea = shifted
         self._boot()
         return self
 
@@ -313,6 +413,9 @@ def main(argv=None):
                    help="wire the ADXL345's SDO/ALT ADDRESS pin high (I2C 0x1D instead of 0x53): the "
                         "firmware finds no chip, crashes at boot and ends in safe mode after 3 tries")
     p.add_argument("--source", action="store_true", help="run firmware/*.py as source instead of mpy-cross output")
+    p.add_argument("--gps-log-time", action="store_true",
+                   help="replay the NMEA log with its recorded UTC times (default: moved to now, "
+                        "so the board's GPS clock shows today; the first 2 h are moved)")
     p.add_argument("--seconds", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
     a = p.parse_args(argv)
     url = a.broker or os.environ.get("MQTT_URL") or "mqtt://127.0.0.1:1883"
@@ -320,7 +423,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
         board = Board(a.device_id, a.state_dir, url, nmea=a.nmea, heap=a.heap, source=a.source,
-                      rate_hz=a.rate_hz, chip_address=0x1D if a.sdo_high else 0x53)
+                      rate_hz=a.rate_hz, chip_address=0x1D if a.sdo_high else 0x53,
+                      gps_now=not a.gps_log_time)
     except BoardError as e:
         print("sim_board: %s" % e, file=sys.stderr)
         return 2

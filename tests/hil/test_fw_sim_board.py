@@ -156,3 +156,32 @@ def test_sim_board_crash_loop_ends_in_safe_mode_until_cleared(tmp_path):
             board.stop()
     # boots 1-3 crashed, safe mode started no application (no key was used): boot 4
     assert "fieldwatch 0.1.0: device esp-09 boot 4" in log_path2.read_text()
+
+
+def test_sim_board_moves_the_nmea_log_to_now(tmp_path):
+    # The replayed GPS log is moved to the present (a log from 2020 would set the
+    # board's clock to 2020): times and dates shifted, checksums recomputed, the rest
+    # of every sentence (position, speed, ...) exactly as recorded.
+    import datetime
+    from tools.sim_board import _log_start, shift_nmea
+    src = REPO_ROOT / "tests" / "data" / "nmea" / "ublox-neo-m9n-nmea.log"
+    start = datetime.datetime(2026, 11, 23, 23, 59, 30, tzinfo=datetime.timezone.utc)
+    copies = shift_nmea(src, tmp_path / "now.log", start, 600, 960)
+    size = src.stat().st_size
+    assert copies == 600 // int(size / 960) + 1
+    old = [ln for ln in src.read_text().splitlines() if ln.startswith("$")]
+    new = [ln for ln in (tmp_path / "now.log").read_text().splitlines() if ln.startswith("$")]
+    assert len(new) == copies * len(old)
+    assert _log_start(new) == start
+    for ln in new:
+        body, _, check = ln[1:].partition("*")
+        x = 0
+        for c in body.encode():
+            x ^= c
+        assert "%02X" % x == check[:2], ln
+    # positions untouched; the day rolls over at midnight in RMC's date
+    gga_old = [ln.split(",")[2:6] for ln in old if ln[3:6] == "GGA"]
+    gga_new = [ln.split(",")[2:6] for ln in new if ln[3:6] == "GGA"]
+    assert gga_new[:len(gga_old)] == gga_old
+    dates = {ln.split(",")[9] for ln in new if ln[3:6] == "RMC"}
+    assert {"231126", "241126"} <= dates
