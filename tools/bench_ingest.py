@@ -411,6 +411,9 @@ def main(argv=None):
     for name in ("messages", "devices", "collectors", "wave_blocks"):
         if getattr(a, name) < 1:
             p.error("--%s must be at least 1" % name.replace("_", "-"))
+    for name in ("batch_max", "batch_age_ms"):
+        if getattr(a, name) is not None and getattr(a, name) < 1:
+            p.error("--%s must be at least 1" % name.replace("_", "-"))
     if a.live_rate <= 0 or a.live_seconds <= 0:
         p.error("--live-rate and --live-seconds must be positive")
     if a.live_rate * a.live_seconds < 1:
