@@ -316,7 +316,11 @@ def test_outbox_survives_sigkill_while_enqueuing(state):
         assert p.stdout.readline() == "ready\n"
         time.sleep(rng.uniform(0.1, 0.5))
         p.send_signal(signal.SIGKILL)
-        out, _ = p.communicate(timeout=10)
+        p.wait(timeout=10)
+        # Read through the same buffered stream as readline() above: communicate() with a
+        # timeout reads the raw pipe and would miss lines readline() had already buffered.
+        out = p.stdout.read()
+        p.stdout.close()
         for line in out.split("\n")[:-1]:                      # a torn last line is ignored
             parts = line.split()
             if len(parts) == 4 and parts[0] == "committed":
