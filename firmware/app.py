@@ -47,8 +47,12 @@ _RESET_NAMES = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deep_sleep", 5: "so
 class App:
     """The device: build with a validated config; step() once per loop iteration."""
 
-    def __init__(self, cfg, data_dir="/", wifi=None):
+    def __init__(self, cfg, data_dir="/", wifi=None, room=None):
+        # room: a list holding a buffer reserved before the imports (main.py); emptied
+        # here so the window can take its place
         slim.drop_unused(codec)  # ~5 KB of collector-side code back to the heap
+        if room:
+            room.pop()
         gc.collect()
         self.cfg = cfg
         # the big buffers first, while the free heap is still in one piece (after the
@@ -305,7 +309,7 @@ class App:
             time.sleep_ms(5)
 
 
-def main(config_path="config.json", data_dir=""):
+def main(config_path="config.json", data_dir="", room=None):
     """Board entry point (main.py): config, Wi-Fi, then the loop forever.
 
     Paths are relative to the current directory: "/" on a board after reset, the
@@ -329,7 +333,7 @@ def main(config_path="config.json", data_dir=""):
     except ImportError:
         pass
     try:
-        app = App(cfg, data_dir, wifi)
+        app = App(cfg, data_dir, wifi, room)
     except ADXL345Error as e:
         # a wiring fault: say what is wrong, then reset; after a few such boots the
         # crash-loop guard (safemode.py) keeps the application off and the REPL free
