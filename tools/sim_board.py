@@ -395,6 +395,18 @@ class Board:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
 
+def heap_size(text):
+    """argparse type for --heap: '100K', '2M' or a number of bytes, at least 32K."""
+    import re
+    m = re.fullmatch(r"(\d+)([kKmM]?)", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError("%r: a size such as 100K, 2M or 131072" % text)
+    n = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+    if n < 32 * 1024:
+        raise argparse.ArgumentTypeError("%r: at least 32K (the firmware alone needs ~85K)" % text)
+    return text.strip()
+
+
 def main(argv=None):
     """Run one simulated board until SIGINT/SIGTERM (or --seconds)."""
     p = argparse.ArgumentParser(prog="python -m tools.sim_board", description=__doc__,
@@ -408,7 +420,7 @@ def main(argv=None):
                    help="NMEA log the GPS UART replays (default %(default)s)")
     p.add_argument("--rate-hz", type=int, default=400, choices=(100, 200, 400, 800),
                    help="ADXL345 output data rate (default %(default)s)")
-    p.add_argument("--heap", default="100K", help="MicroPython heap size (default %(default)s, as on the board)")
+    p.add_argument("--heap", default="100K", type=heap_size, help="MicroPython heap size (default %(default)s, as on the board)")
     p.add_argument("--sdo-high", action="store_true",
                    help="wire the ADXL345's SDO/ALT ADDRESS pin high (I2C 0x1D instead of 0x53): the "
                         "firmware finds no chip, crashes at boot and ends in safe mode after 3 tries")

@@ -50,6 +50,8 @@ def test_sim_board_help_and_bad_arguments(tmp_path):
         (["--device-id", "esp-01", "--state-dir", str(tmp_path / "d"), "--nmea", "nope.log"], {},
          "sim_board: --nmea nope.log: no such file"),
     ]
+    r = sim_board("--device-id", "esp-01", "--state-dir", str(tmp_path / "e"), "--heap", "lots")
+    assert r.returncode == 2 and "argument --heap: 'lots': a size such as 100K, 2M or 131072" in r.stderr
     for args, env, message in cases:
         r = sim_board(*args, env=env)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
