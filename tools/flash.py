@@ -119,7 +119,8 @@ def plan(port, built, config, use_mip, manifest, copy_all):
 
 def main(argv=None):
     """Entry point: see the module docstring."""
-    ap = argparse.ArgumentParser(prog="python -m tools.flash", description=__doc__.split("\n")[1])
+    ap = argparse.ArgumentParser(prog="python -m tools.flash", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
     ap.add_argument("--config", help="JSON config to install as :config.json "
                                      "(see firmware/config.example.json)")
