@@ -14,8 +14,10 @@ Mosquitto (tests/harness/broker.py). Measures, in one run:
   (c) heap: gc.mem_alloc()/mem_free() after the app is built at the default config
       (800 Hz, 1 s windows; room held before the imports as main.py does); after a run
       of --windows full windows through the chip link (gc.collect() first); the lowest
-      gc.mem_free() seen between sample() calls during that run (what the status
-      message's health.mem_free would show: it includes garbage not yet collected);
+      gc.mem_free() seen right after a sample() call during that run, each call followed
+      by gc.collect() as App.step() does (a window close leaves its garbage there: the
+      nearest figure to a peak); the largest free block (micropython.mem_info()'s
+      "max free sz" x the port's GC block size), as fragmentation decides what fits;
       and what storing a waveform block allocates (gc disabled around the call). No
       true peak: the firmware keeps no high-water mark, and a window close allocates
       more in total than the free heap (its FFT's garbage is collected on the way),
@@ -29,7 +31,7 @@ Mosquitto (tests/harness/broker.py). Measures, in one run:
 
 Nobody subscribes to the telemetry topics. The machine is shared: rates are noisy.
 
-    python -m tools.bench_firmware                 # full run (~30 s)
+    python -m tools.bench_firmware                 # full run (~15 s)
     python -m tools.bench_firmware --quick --json  # smaller, one JSON object on stdout
 """
 
@@ -108,10 +110,12 @@ print("hot", alloc, a.filled - filled, a.filled < a.window_n, a.adxl.overruns)
 
 # (c) a run of full windows through the chip link
 windows = int(sys.argv[4])
+gc.collect()
 low = gc.mem_free()
 while a.windows < windows:
     a.sample()
     low = min(low, gc.mem_free())
+    gc.collect()                 # as App.step() does at the end of each step
     time.sleep_ms(10)
 gc.collect()
 print("run", a.windows, gc.mem_alloc(), gc.mem_free(), low, a.adxl.overruns)
@@ -371,7 +375,7 @@ def table(res):
         ("(c) after %d windows: free" % res["run_windows"], res["heap_run_free_bytes"], "B", ""),
         ("(c) largest free block after build (mem_info)", res["heap_built_largest_free_block_bytes"], "B", ""),
         ("(c) largest free block after the run", res["heap_run_largest_free_block_bytes"], "B", ""),
-        ("(c) lowest mem_free seen between sample() calls", res["heap_run_lowest_free_bytes"], "B", "(gc timing)"),
+        ("(c) lowest mem_free right after a sample() call", res["heap_run_lowest_free_bytes"], "B", ""),
         ("(c) allocated by storing one waveform block (gc off)", res["wave_alloc_bytes"], "B", ""),
         ("(c) free during the publish run", res["heap_publish_free_bytes"], "B", ""),
         ("(d) hot loop: bytes allocated over %s samples" % _fmt(res["hot_samples"]), res["hot_alloc_bytes"], "B", ""),
@@ -407,7 +411,7 @@ def main(argv=None):
                         "inside one window)")
     p.add_argument("--rate-hz", type=float, default=800,
                    help="the app's sample rate, Hz (default %(default)s, the firmware's default)")
-    p.add_argument("--quick", action="store_true", help="a small run (about 15 s) for smoke tests")
+    p.add_argument("--quick", action="store_true", help="a small run (about 5 s) for smoke tests")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
     for name, full, quick in (("messages", 5000, 500), ("raw_messages", 20000, 2000), ("windows", 5, 2)):
