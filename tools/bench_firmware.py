@@ -126,7 +126,8 @@ while a.windows < windows:
 gc.collect()
 print("run", a.windows, gc.mem_alloc(), gc.mem_free(), low, a.adxl.overruns)
 
-# (c) (e) one window close and one waveform block: what they allocate, what they store
+# (e) one window close (forced over the buffer's last samples) and one waveform block: the
+# flash bytes each adds to the ring; (c) what storing the block allocates
 d = sys.argv[1] + "outbox"
 a.window_t0 = a.clock.now()
 a.filled = a.window_n
@@ -144,7 +145,8 @@ gc.enable()
 b2 = seg_bytes(d)
 print("close", b1 - b0, "wave", m3 - m2, b2 - b1, n)
 
-# the largest free block (fragmentation): mem_info's "max free sz", in GC blocks
+# the largest free block (fragmentation): mem_info's "max free sz", in GC blocks of
+# 4 machine words (MicroPython's default MICROPY_BYTES_PER_GC_BLOCK)
 print("blocks", 4 * (8 if sys.maxsize > 2 ** 32 else 4))
 import micropython
 micropython.mem_info()
