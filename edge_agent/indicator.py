@@ -61,14 +61,14 @@ class Indicator:
             raise ValueError("unknown indicator state %r; one of %s" % (state, ", ".join(PATTERNS)))
         if state == self.state:
             return
+        if self.led is not None:
+            pattern = PATTERNS[state]
+            if pattern is None:
+                self.led.on()   # stops a running blink first (joins gpiozero's blink thread)
+            else:
+                self.led.blink(on_time=pattern[0], off_time=pattern[1], background=True)
+        # Only now: `state` tells what the LED shows, also to another thread reading it.
         self.state = state
-        if self.led is None:
-            return
-        pattern = PATTERNS[state]
-        if pattern is None:
-            self.led.on()
-        else:
-            self.led.blink(on_time=pattern[0], off_time=pattern[1], background=True)
 
     def _pressed(self):
         # Called in gpiozero's thread: only queue the moment.
