@@ -744,6 +744,8 @@ class Agent:
                     close()
         except Exception as e:
             log.warning("closing the accelerometer: %s", e)
+        if self.indicator is not None:
+            self.indicator.close()       # the LED goes off, the pins are released
 
 
 def _cmd_identity(payload):

@@ -84,7 +84,12 @@ class Indicator:
                 return out
 
     def close(self):
-        """Release the pins (the LED goes off)."""
+        """Turn the LED off and release the pins."""
+        if self.led is not None:
+            try:
+                self.led.off()       # stops a blink; the pin would otherwise keep its last level
+            except Exception as e:
+                log.debug("turning the LED off: %s", e)
         for dev in (self.button, self.led):
             if dev is not None:
                 try:

@@ -269,6 +269,11 @@ def test_agent_led_follows_the_broker_connection(running_agent, fresh_broker):
     fresh_broker.start()
     wait_for(lambda: ind.state == "online", 15, lambda: "online again; state %s" % ind.state)
     assert ind.led.pin.state
+    pin = ind.led.pin
+    ra.agent.stop()              # the agent stops by itself: its LED goes off, the pins are released
+    ra.thread.join(30)
+    assert not ra.thread.is_alive()
+    assert not pin.state and ind.led.closed
 
 
 def test_agent_led_shows_errors_fast(running_agent):
