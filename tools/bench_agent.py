@@ -37,7 +37,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 
@@ -47,6 +46,7 @@ from edge_agent.keys import KeySource
 from edge_agent.outbox import Outbox
 from edge_agent.uplink import Uplink, parse_url
 from tests.harness.broker import Broker
+from tools.benchlib import finish, fmt, proc_cpu_s, proc_rss_mb, progress, raw_publish
 from wire import codec, topics
 
 DEVICE = "bench-agent"
@@ -54,11 +54,6 @@ TARGET_RATIO = 0.9
 TARGET_RSS_MB = 40.0
 TARGET_CPU_PERCENT = 25.0
 MB = 1024 * 1024
-
-
-def progress(msg):
-    """One progress line on stderr."""
-    print("  .. " + msg, file=sys.stderr, flush=True)
 
 
 def reading(i):
@@ -114,45 +109,6 @@ def fill_backlog(state_dir, n, chunk=500):
 
 
 # ---- (b) ------------------------------------------------------------------------------
-
-def raw_publish(url, payload, messages, window=100):
-    """msgs/s of a bare paho client publishing `messages` QoS 1 messages, at most `window` un-acknowledged."""
-    host, port, user, password, _tls = parse_url(url)
-    c = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2,
-                    client_id="bench-raw-%s" % uuid.uuid4().hex[:8], protocol=paho.MQTTv5)
-    if user:
-        c.username_pw_set(user, password)
-    c.max_inflight_messages_set(window)
-    slots = threading.Semaphore(window)
-    acked = [0]
-    done = threading.Event()
-
-    def on_publish(client, userdata, mid, reason, properties):
-        acked[0] += 1
-        slots.release()
-        if acked[0] >= messages:
-            done.set()
-    c.on_publish = on_publish
-    connected = threading.Event()
-    c.on_connect = lambda *a: connected.set()
-    c.connect(host, port)
-    c.loop_start()
-    try:
-        if not connected.wait(10):
-            raise RuntimeError("the raw publisher could not connect to %s" % url)
-        topic = topics.topic("bench-raw", "readings")
-        t0 = time.monotonic()
-        for _ in range(messages):
-            slots.acquire()
-            c.publish(topic, payload, qos=1)
-        if not done.wait(120):
-            raise RuntimeError("raw publish: only %d of %d PUBACKs within 120 s" % (acked[0], messages))
-        dt = time.monotonic() - t0
-    finally:
-        c.disconnect()
-        c.loop_stop()
-    return messages / dt
-
 
 # ---- (c) ------------------------------------------------------------------------------
 
@@ -268,23 +224,6 @@ def confirmed_drain(broker, state_dir, expected, batch_records):
 
 # ---- (d) ------------------------------------------------------------------------------
 
-def proc_cpu_s(pid):
-    """utime + stime of a process, seconds (/proc/PID/stat fields 14 and 15)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_rss_mb(pid):
-    """(VmRSS, VmHWM) of a process in MB (2^20 bytes), from /proc/PID/status."""
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                out[line.split(":")[0]] = int(line.split()[1]) / 1024.0
-    return out.get("VmRSS", 0.0), out.get("VmHWM", 0.0)
-
-
 def agent_load(url, state_dir, rate_hz, seconds, startup_timeout=60):
     """Run the real agent on the simulated chip; (cpu % of one core, RSS MB, peak RSS MB, fifo overruns, windows)."""
     exe = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "edge-agent")
@@ -369,13 +308,13 @@ def run(args):
         payload = full_batch_payload(os.path.join(work, "p"), args.batch_records)
         res["message_bytes"] = len(payload)
         progress("(b) raw QoS 1 publish: %d messages of %d bytes" % (args.raw_messages, len(payload)))
-        res["raw_publish_msgs_per_s"] = raw_publish(broker.url, payload, args.raw_messages)
+        res["raw_publish_msgs_per_s"] = raw_publish(broker.url, topics.topic("bench-raw", "readings"), payload, args.raw_messages)
         res["raw_publish_readings_per_s"] = res["raw_publish_msgs_per_s"] * args.batch_records
         single = codec.encode_readings("bench-raw", 1, 0, int(time.time() * 1000), "ntp", [[0] + reading(0)])
         res["raw_single_message_bytes"] = len(single)
         progress("(b) raw QoS 1 publish: %d messages of one reading (%d bytes), for comparison"
                  % (args.raw_messages, len(single)))
-        res["raw_single_publish_msgs_per_s"] = raw_publish(broker.url, single, args.raw_messages)
+        res["raw_single_publish_msgs_per_s"] = raw_publish(broker.url, topics.topic("bench-raw", "readings"), single, args.raw_messages)
 
         progress("(c) storing a backlog of %d readings" % args.backlog)
         res["backlog_fill_readings_per_s"] = fill_backlog(os.path.join(work, "c"), args.backlog)
@@ -401,12 +340,6 @@ def run(args):
     return res
 
 
-def _fmt(v):
-    if isinstance(v, float):
-        return "%.3f" % v if abs(v) < 10 else "{:,.0f}".format(v)
-    return "{:,}".format(v) if isinstance(v, int) else str(v)
-
-
 def table(res):
     """The result as a text table, targets beside the figures."""
     def verdict(ok):
@@ -415,23 +348,23 @@ def table(res):
         ("(a) outbox enqueue, 1 reading per durable commit", res["outbox_enqueue_per_s"], "readings/s", ""),
         ("(a) outbox enqueue, %d readings per durable commit" % res["outbox_enqueue_batch"],
          res["outbox_enqueue_batched_per_s"], "readings/s", ""),
-        ("(b) raw QoS 1 publish, bare paho (%s B messages)" % _fmt(res["message_bytes"]),
+        ("(b) raw QoS 1 publish, bare paho (%s B messages)" % fmt(res["message_bytes"]),
          res["raw_publish_msgs_per_s"], "msgs/s", ""),
-        ("(b) the same, one reading per message (%s B), for comparison" % _fmt(res["raw_single_message_bytes"]),
+        ("(b) the same, one reading per message (%s B), for comparison" % fmt(res["raw_single_message_bytes"]),
          res["raw_single_publish_msgs_per_s"], "msgs/s", ""),
         ("(c) backlog stored (500 readings per commit)", res["backlog_fill_readings_per_s"], "readings/s", ""),
         ("(c) drain outbox -> uplink -> PUBACK (no collector ack)", res["drain_msgs_per_s"], "msgs/s", ""),
-        ("(c)   the same in readings (%s readings, %s msgs)" % (_fmt(res["drain_readings"]),
-                                                              _fmt(res["drain_messages"])),
+        ("(c)   the same in readings (%s readings, %s msgs)" % (fmt(res["drain_readings"]),
+                                                              fmt(res["drain_messages"])),
          res["drain_readings_per_s"], "readings/s", ""),
         *([("(c') drain to collector + PostgreSQL until confirmed", res["drain_confirmed_msgs_per_s"], "msgs/s", ""),
-            ("(c')   in readings (%s rows stored, %s resent)" % (_fmt(res["drain_confirmed_db_rows"]),
-                                                               _fmt(res["drain_confirmed_resent_readings"])),
+            ("(c')   in readings (%s rows stored, %s resent)" % (fmt(res["drain_confirmed_db_rows"]),
+                                                               fmt(res["drain_confirmed_resent_readings"])),
              res["drain_confirmed_readings_per_s"], "readings/s", "")]
           if "drain_confirmed_msgs_per_s" in res else []),
         ("(c) drain / raw (msgs/s, same message size)", res["drain_ratio"], "x",
          ">= %.1f: %s" % (TARGET_RATIO, verdict(res["drain_ratio"] >= TARGET_RATIO))),
-        ("(d) agent CPU at %s Hz, %g s (one core = 100)" % (_fmt(res["agent_rate_hz"]), res["agent_seconds"]),
+        ("(d) agent CPU at %s Hz, %g s (one core = 100)" % (fmt(res["agent_rate_hz"]), res["agent_seconds"]),
          res["cpu_percent"], "%", "<= %.0f: %s" % (TARGET_CPU_PERCENT, verdict(res["cpu_percent"] <= TARGET_CPU_PERCENT))),
         ("(d) agent RSS", res["rss_mb"], "MB", "<= %.0f: %s" % (TARGET_RSS_MB, verdict(res["rss_mb"] <= TARGET_RSS_MB))),
         ("(d) agent peak RSS (VmHWM)", res["rss_peak_mb"], "MB", ""),
@@ -440,7 +373,7 @@ def table(res):
     ]
     lines = ["", "%-58s %12s %-10s %s" % ("measure", "value", "unit", "target"), "-" * 98]
     for name, value, unit, target in rows:
-        lines.append("%-58s %12s %-10s %s" % (name, _fmt(value), unit, target))
+        lines.append("%-58s %12s %-10s %s" % (name, fmt(value), unit, target))
     lines.append("")
     lines.append("(c) ends at the broker's PUBACK: no collector runs, so the collector's delivery confirmation")
     lines.append("    is not part of it%s. Unpaced, as after `flush`;" % (
@@ -489,16 +422,7 @@ def main(argv=None):
     if problems:
         p.error("; ".join(problems))
     args.rate_hz = int(args.rate_hz) if float(args.rate_hz).is_integer() else args.rate_hz
-    try:
-        res = run(args)
-    except Exception as e:  # a benchmark that cannot run says why, in one line
-        print("bench_agent: %s: %s" % (type(e).__name__, e), file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(res, sort_keys=True))
-    else:
-        print(table(res))
-    return 0
+    return finish("bench_agent", run, args, table)
 
 
 if __name__ == "__main__":

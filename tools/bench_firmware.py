@@ -37,23 +37,22 @@ Nobody subscribes to the telemetry topics. The machine is shared: rates are nois
 
 import argparse
 import importlib.util
-import json
 import os
 import shutil
 import struct
 import sys
 import tempfile
-import threading
-import time
-import uuid
 
 import paho.mqtt.client as paho
 
 from tests.harness.broker import Broker
+from tools.benchlib import finish, fmt, progress, raw_publish
 from tests.harness.micropython import REPO_ROOT, compile_mpy, find_micropython, run_micropython
 from tools.sim_board import ChipHost
 from tools.umqtt_fetch import umqtt_path
 from wire import codec
+
+RAW_TOPIC = "fieldwatch/v1/bench-fw-raw/telemetry/features"
 
 HEAP = "100K"
 RATES = codec.ADXL_RATES_HZ   # the rates firmware/config.py takes
@@ -177,11 +176,6 @@ link.close()
 """
 
 
-def progress(msg):
-    """One progress line on stderr."""
-    print("  .. " + msg, file=sys.stderr, flush=True)
-
-
 def _words(stdout, tag):
     """The words after `tag` on the script output line that starts with it."""
     for line in stdout.splitlines():
@@ -286,45 +280,6 @@ def firmware_publish(path, work, port, payload_file, messages):
     return n / (us / 1e6), int(w[3])
 
 
-def raw_publish(port, payload, messages, window):
-    """msgs/s of a bare paho client (MQTT 3.1.1) publishing QoS 1, at most `window` un-acknowledged."""
-    c = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2,
-                    client_id="bench-fw-raw-%s" % uuid.uuid4().hex[:8], protocol=paho.MQTTv311)
-    c.max_inflight_messages_set(window)
-    slots = threading.Semaphore(window)
-    acked = [0]
-    done = threading.Event()
-
-    def on_publish(client, userdata, mid, reason, properties):
-        acked[0] += 1
-        slots.release()
-        if acked[0] >= messages:
-            done.set()
-    c.on_publish = on_publish
-    connected = threading.Event()
-    c.on_connect = lambda *a: connected.set()
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    try:
-        if not connected.wait(10):
-            raise RuntimeError("the raw publisher could not connect to the broker")
-        topic = "fieldwatch/v1/bench-fw-raw/telemetry/features"
-        for _ in range(min(20, messages)):       # warm-up, as the firmware run
-            c.publish(topic, payload, qos=1).wait_for_publish(10)
-        acked[0] = 0
-        t0 = time.monotonic()
-        for _ in range(messages):
-            slots.acquire()
-            c.publish(topic, payload, qos=1)
-        if not done.wait(120):
-            raise RuntimeError("raw publish: only %d of %d PUBACKs within 120 s" % (acked[0], messages))
-        dt = time.monotonic() - t0
-    finally:
-        c.disconnect()
-        c.loop_stop()
-    return messages / dt
-
-
 def run(args):
     """All measurements; returns the result dict."""
     if not find_micropython():
@@ -346,9 +301,11 @@ def run(args):
         res["fw_publish_msgs_per_s"], res["heap_publish_free_bytes"] = firmware_publish(
             path, work, broker.port, payload_file, args.messages)
         progress("(b) raw QoS 1 publish, bare paho, PUBACK awaited per message: %d messages" % args.messages)
-        res["raw_publish_wait_msgs_per_s"] = raw_publish(broker.port, payload, args.messages, 1)
+        res["raw_publish_wait_msgs_per_s"] = raw_publish(broker.url, RAW_TOPIC, payload, args.messages, 1,
+                                                           paho.MQTTv311, warmup=min(20, args.messages))
         progress("(b) raw QoS 1 publish, bare paho, inflight window %d: %d messages" % (args.window, args.raw_messages))
-        res["raw_publish_window_msgs_per_s"] = raw_publish(broker.port, payload, args.raw_messages, args.window)
+        res["raw_publish_window_msgs_per_s"] = raw_publish(broker.url, RAW_TOPIC, payload, args.raw_messages, args.window,
+                                                             paho.MQTTv311, warmup=min(20, args.raw_messages))
         res["message_bytes"] = len(payload)
         res["messages"] = args.messages
         res["raw_window"] = args.window
@@ -361,23 +318,17 @@ def run(args):
     return res
 
 
-def _fmt(v):
-    if isinstance(v, float):
-        return "%.3f" % v if abs(v) < 10 else "{:,.0f}".format(v)
-    return "{:,}".format(v) if isinstance(v, int) else str(v)
-
-
 def table(res):
     """The result as a text table, limits and targets beside the figures."""
     rows = [
-        ("(a) firmware QoS 1 publish (%s B features record)" % _fmt(res["message_bytes"]),
+        ("(a) firmware QoS 1 publish (%s B features record)" % fmt(res["message_bytes"]),
          res["fw_publish_msgs_per_s"], "msgs/s", ""),
         ("(b) raw: bare paho, PUBACK awaited per message", res["raw_publish_wait_msgs_per_s"], "msgs/s",
          "firmware at %.2f x" % res["fw_vs_raw_wait"]),
         ("(b) raw: bare paho, inflight window %d" % res["raw_window"], res["raw_publish_window_msgs_per_s"],
          "msgs/s", "firmware at %.2f x" % res["fw_vs_raw_window"]),
         ("(c) heap (-X heapsize=%s)" % HEAP, res["heap_bytes"], "B", ""),
-        ("(c) app built at %s Hz: allocated" % _fmt(res["rate_hz"]), res["heap_built_alloc_bytes"], "B", ""),
+        ("(c) app built at %s Hz: allocated" % fmt(res["rate_hz"]), res["heap_built_alloc_bytes"], "B", ""),
         ("(c) app built: free", res["heap_built_free_bytes"], "B", ""),
         ("(c) after %d windows (gc.collect): allocated" % res["run_windows"], res["heap_run_alloc_bytes"], "B", ""),
         ("(c) after %d windows: free" % res["run_windows"], res["heap_run_free_bytes"], "B", ""),
@@ -386,20 +337,20 @@ def table(res):
         ("(c) lowest mem_free right after a sample() call", res["heap_run_lowest_free_bytes"], "B", ""),
         ("(c) allocated by storing one waveform block (gc off)", res["wave_alloc_bytes"], "B", ""),
         ("(c) free during the publish run", res["heap_publish_free_bytes"], "B", ""),
-        ("(d) hot loop: bytes allocated over %s samples" % _fmt(res["hot_samples"]), res["hot_alloc_bytes"], "B", ""),
+        ("(d) hot loop: bytes allocated over %s samples" % fmt(res["hot_samples"]), res["hot_alloc_bytes"], "B", ""),
         ("(d) hot loop: bytes allocated per sample", res["hot_alloc_bytes_per_sample"], "B/sample",
          "0: %s" % ("met" if res["hot_alloc_bytes_per_sample"] == 0 else "NOT met")),
-        ("(e) waveform block on the wire (%s samples x 3 axes)" % _fmt(res["wave_samples"]),
+        ("(e) waveform block on the wire (%s samples x 3 axes)" % fmt(res["wave_samples"]),
          res["wave_record_bytes"], "B", ""),
         ("(e) wire bytes per axis-sample", res["wire_bytes_per_axis_sample"], "B", "raw int16: 2"),
         ("(e) flash bytes per features record", res["flash_bytes_per_features_record"], "B",
-         "payload %s + ring %s" % (_fmt(res["features_record_bytes"]), _fmt(res["flash_overhead_bytes_per_record"]))),
+         "payload %s + ring %s" % (fmt(res["features_record_bytes"]), fmt(res["flash_overhead_bytes_per_record"]))),
         ("(e) flash bytes per waveform block", res["flash_bytes_per_wave_record"], "B", ""),
         ("FIFO overruns during the run", res["fifo_overruns"], "", ""),
     ]
     lines = ["", "%-58s %12s %-10s %s" % ("measure", "value", "unit", "limit / target"), "-" * 100]
     for name, value, unit, target in rows:
-        lines.append("%-58s %12s %-10s %s" % (name, _fmt(value), unit, target))
+        lines.append("%-58s %12s %-10s %s" % (name, fmt(value), unit, target))
     lines.append("")
     lines.append("(a) runs the MicroPython Unix port on a PC: it shows the link's own cost against the raw")
     lines.append("    broker limit, not an ESP32's rate (Wi-Fi and a 240 MHz CPU are slower).")
@@ -438,16 +389,7 @@ def main(argv=None):
     if problems:
         p.error("; ".join(problems))
     args.rate_hz = int(args.rate_hz) if float(args.rate_hz).is_integer() else args.rate_hz
-    try:
-        res = run(args)
-    except Exception as e:  # a benchmark that cannot run says why, in one line
-        print("bench_firmware: %s: %s" % (type(e).__name__, e), file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(res, sort_keys=True))
-    else:
-        print(table(res))
-    return 0
+    return finish("bench_firmware", run, args, table)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from collector import mqtt as collector_mqtt
 from tests.harness.broker import Broker
 from tests.harness.collector import CollectorProcess, wait_rows
 from tests.harness.postgres import PostgresCluster
+from tools.benchlib import proc_cpu_s, progress
 from tools.loadgen import ConfirmingPublisher, FastPublisher, reading_payload
 from wire import codec, topics
 
@@ -51,10 +52,6 @@ PACE_S = 0.002   # the live publisher sleeps once it is this far ahead of its sc
 # Keys `--json` always carries (the benchmark's contract with its smoke test and CI).
 JSON_KEYS = ("raw_drain_msgs_per_s", "ingest_msgs_per_s", "ingest_ratio", "live_p50_ms", "live_p95_ms",
              "live_p99_ms", "waveform_samples_per_s")
-
-
-def progress(msg):
-    print("  .. " + msg, file=sys.stderr, flush=True)
 
 
 def _host_port(url):
@@ -184,13 +181,6 @@ def raw_copy_rate(db_url, rows=300000):
         return rows / (time.monotonic() - t0)
 
 
-def cpu_seconds(pid):
-    """User + system CPU seconds a process has used so far."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def collector_drain(broker, db_url, n, devices, collectors, batch_max=None, batch_age_ms=None):
     """Queue n messages for a shared-subscription group, then time the collectors draining them.
 
@@ -202,7 +192,7 @@ def collector_drain(broker, db_url, n, devices, collectors, batch_max=None, batc
     idle_cpu = []
     for p in procs:        # create the sessions and shared subscriptions, then leave
         p.start()
-        idle_cpu.append(cpu_seconds(p.proc.pid))   # start-up: imports, migrations, connect
+        idle_cpu.append(proc_cpu_s(p.proc.pid))   # start-up: imports, migrations, connect
     for p in procs:
         p.terminate()
     boot = random.randrange(1000, 1 << 30)
@@ -213,7 +203,7 @@ def collector_drain(broker, db_url, n, devices, collectors, batch_max=None, batc
     for p in procs:
         p.start(wait=False)
     got = wait_rows(db_url, base + n, timeout=900)
-    cpu = sum(cpu_seconds(p.proc.pid) for p in procs) - sum(idle_cpu)
+    cpu = sum(proc_cpu_s(p.proc.pid) for p in procs) - sum(idle_cpu)
     for p in procs:
         p.terminate()
         drop_session(broker.url, p.env["COLLECTOR_MQTT_CLIENT_ID"])
