@@ -27,13 +27,13 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import psycopg
 import pytest
 
 from edge_agent.gps import EpochTracker, GpsReader, choose_time, fix_from_tpv, tpv_time_ms
 from harness.collector import CollectorProcess
 from harness.ports import free_port
+from harness.listener import DeviceListener
 from wire import codec, topics
 
 NMEA = Path(__file__).resolve().parents[1] / "data" / "nmea"
@@ -453,32 +453,12 @@ class AgentRun:
         return self.proc.returncode
 
 
-class Listener:
-    """Collects messages of one device's topics from the broker (as the collector would see them)."""
-
-    def __init__(self, mqtt_url, dev):
-        host, port = mqtt_url.rsplit("/", 1)[-1].split(":")
-        self.messages = []
-        self.c = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-        self.c.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
-        self.c.connect(host, int(port))
-        self.c.subscribe("fieldwatch/v1/%s/#" % dev, qos=1)
-        self.c.loop_start()
-
-    def of_kind(self, kind):
-        return [p for t, p in list(self.messages) if topics.parse(t) and topics.parse(t)[1] == kind]
-
-    def close(self):
-        self.c.disconnect()
-        self.c.loop_stop()
-
-
 @pytest.fixture
 def agent_run(tmp_path, fresh_broker):
     made = []
 
     def make(dev, gps_port, extra_env=None):
-        listener = Listener(fresh_broker.url, dev)
+        listener = DeviceListener(fresh_broker.url, dev)
         agent = AgentRun(tmp_path, dev, fresh_broker.url, gps_port, extra_env)
         made.append((agent, listener))
         return agent, listener

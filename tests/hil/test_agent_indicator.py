@@ -14,7 +14,6 @@ import statistics
 import threading
 import time
 
-import paho.mqtt.client as paho
 import pytest
 from gpiozero.pins.mock import MockFactory
 
@@ -27,7 +26,7 @@ from edge_agent.keys import KeySource
 from edge_agent.outbox import Outbox
 from edge_agent.uplink import Uplink
 from fieldwatch import config as cfg
-from wire import codec, topics
+from harness.listener import DeviceListener
 
 
 def wait_for(predicate, timeout, what):
@@ -197,36 +196,12 @@ class RunningAgent:
             self.agent.indicator.close()
 
 
-class Listener:
-    """Decoded messages of one device from the broker, as the collector would get them."""
-
-    def __init__(self, mqtt_url, dev):
-        host, port = mqtt_url.rsplit("/", 1)[-1].split(":")
-        self.messages = []
-        self.c = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-        self.c.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
-        self.c.connect(host, int(port))
-        self.c.subscribe("fieldwatch/v1/%s/#" % dev, qos=1)
-        self.c.loop_start()
-
-    def decoded(self, kind):
-        out = []
-        for t, p in list(self.messages):
-            if topics.parse(t) and topics.parse(t)[1] == kind:
-                out.append(codec.decode_wave(topics.parse(t)[0], p) if kind == "wave" else codec.decode(t, p))
-        return out
-
-    def close(self):
-        self.c.disconnect()
-        self.c.loop_stop()
-
-
 @pytest.fixture
 def running_agent(tmp_path, fresh_broker):
     made = []
 
     def make(dev):
-        listener = Listener(fresh_broker.url, dev)
+        listener = DeviceListener(fresh_broker.url, dev)
         ra = RunningAgent(tmp_path, fresh_broker.url, dev)
         made.append((ra, listener))
         return ra, listener
