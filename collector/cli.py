@@ -41,7 +41,7 @@ SCHEMA = {
 EPILOG = """commands:
   run       (default) apply migrations, then ingest and serve the status page until SIGTERM/Ctrl-C
   migrate   apply the schema migrations and exit
-  config    print the effective configuration and exit
+  config    print the effective configuration (tokens and URL passwords masked) and exit
 
 settings (TOML file sections and keys; environment variables override the file):
 """ + cfg.describe(SCHEMA, "COLLECTOR")
@@ -64,10 +64,7 @@ def main(argv=None):
         print("collector: configuration error: %s" % e, file=sys.stderr)
         return 2
     if args.command == "config":
-        for section, values in conf.items():
-            print("[%s]" % section)
-            for k, v in values.items():
-                print("%s = %r" % (k, "***" if k.endswith("token") and v else v))
+        print(cfg.show(conf))
         return 0
     import psycopg
 

@@ -13,7 +13,7 @@ from edge_agent import logfmt, sdnotify, service
 EPILOG = """commands:
   run       (default) sample, compute features, buffer in the outbox and send until SIGTERM/Ctrl-C;
             on SIGTERM it stops sampling, keeps sending for outbox.exit_drain_s, then exits
-  config    print the effective configuration and exit
+  config    print the effective configuration (tokens and URL passwords masked) and exit
   install-service [--config FILE] [--user USER] [--dry-run] [--unit-dir DIR]
             install the systemd unit (edge-agent.service) in DIR (default /etc/systemd/system),
             write a default config to FILE (default /etc/edge-agent/config.toml) if it is absent,
@@ -66,10 +66,7 @@ def main(argv=None):
         print("edge-agent: configuration error: %s" % e, file=sys.stderr)
         return 2
     if args.command == "config":
-        for section, values in conf.items():
-            print("[%s]" % section)
-            for k, v in values.items():
-                print("%s = %r" % (k, v))
+        print(cfg.show(conf))
         return 0
     rc, action = run(conf)
     if action == "reboot":

@@ -8,6 +8,7 @@ and where the value came from, so a service can print one clear line.
 """
 
 import os
+import re
 import tomllib
 from urllib.parse import urlsplit
 
@@ -142,4 +143,22 @@ def describe(schema, env_prefix=""):
             if s.env:
                 env = s.env + " or " + env
             lines.append("  %-18s %s (default %r; env %s)" % (key, s.help, s.default, env))
+    return "\n".join(lines)
+
+
+def _masked(key, value):
+    # Secrets never reach a terminal or a log: tokens and passwords whole, a URL's password part.
+    if isinstance(value, str) and value:
+        if key.endswith(("token", "password")):
+            return "***"
+        return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", value)
+    return value
+
+
+def show(conf):
+    """The effective configuration as TOML-like text, secrets masked (the `config` subcommand)."""
+    lines = []
+    for section, values in conf.items():
+        lines.append("[%s]" % section)
+        lines.extend("%s = %r" % (k, _masked(k, v)) for k, v in values.items())
     return "\n".join(lines)
