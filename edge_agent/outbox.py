@@ -4,8 +4,21 @@ One SQLite database in the state directory, owned by this module (all SQL lives
 here). A record enters with enqueue(), which assigns its key (boot, seq) and
 commits it; it leaves only when a delivery confirmation (`ack`) covers its key,
 or when the outbox is full and the drop-oldest policy discards it (counted in a
-persistent `drops` counter). Everything in between is state: `pending` (to be
-sent) or `sent` (published at `sent_at`, not yet confirmed).
+persistent `drops` counter).
+
+Segments. Records are stored as *segments*: runs of records of one kind and one
+time quality with consecutive keys, each row already holding the JSON of its
+records as the wire message carries them (`dt` relative to the segment's first
+record), so that one segment is exactly one message: sending it is one row read
+and one string join, and its confirmation deletes one row. enqueue() stores a
+call's records as one segment (split where a message would be too long), or
+appends them to the segment this process stored last, if that one continues the
+run and has not been handed out yet (an offline agent's one-record-per-pass
+writes add up to real messages instead of one message per record; appends stop
+at APPEND_MAX_BYTES so that rewriting the row stays cheap on an SD card). A
+segment is never changed once it has been handed out, so a confirmation covers
+whole segments; one that covers part of a segment (or a drop of part of one)
+cuts the segment, which costs a parse and is rare.
 
 Durability. The database runs in WAL mode. A commit with `synchronous=NORMAL`
 survives a killed process (the WAL is in the OS page cache) but not a power cut:
@@ -14,19 +27,26 @@ after the agent told the sampler they were stored. On a Raspberry Pi power cuts
 are the common failure, so enqueue() commits with `synchronous=FULL`: the WAL is
 fsynced before commit returns, and "enqueue returned" means "on the card". That
 costs one fsync per transaction, which is why enqueue() takes many records at a
-time (one transaction, one fsync for the lot). State changes that are safe to
-lose -- mark_sent(), confirm(), resend bookkeeping -- commit with NORMAL: losing
-them after a power cut only means a record is sent again, and the collector
-stores every key once. WAL keeps the log append-only, so a lost NORMAL commit can
-never take an earlier FULL one with it; a later FULL commit makes both durable.
+time (one transaction, one fsync for the lot). Changes that are safe to lose --
+confirm(), and splitting a segment when a smaller batch is asked for -- commit
+with NORMAL: losing them after a power cut only means a record is sent again,
+and the collector stores every key once. WAL keeps the log append-only and each
+transaction atomic, so a lost NORMAL commit can never take an earlier FULL one
+with it, nor leave a record half moved.
+
+Sent state. Which segments were published and when is kept in memory only: it
+means something only for the current connection of the current process (after a
+reconnect or a restart everything unconfirmed is sent again), so writing it to
+disk would cost a transaction per message for nothing.
 
 Sending order. Records made since the current connection came up are *live*;
 everything older (earlier boots, records made while offline, resends) is
-*backlog*. next_batch() hands out live records first and backlog behind them, as
-runs of consecutive keys of one kind and one time quality: exactly what one wire
-message can carry (record i of a message has key (boot, seq + i)).
+*backlog*. next_batch() hands out live segments first and backlog behind them,
+each as one OutboxBatch: exactly what one wire message carries (record i of a
+message has key (boot, seq + i)).
 """
 
+import collections
 import json
 import logging
 import sqlite3
@@ -39,29 +59,33 @@ log = logging.getLogger("edge_agent.outbox")
 KINDS = ("readings", "fix", "features", "log", "result", "wave")
 # Kinds whose message carries exactly one record.
 SINGLE = ("result", "wave")
-# Byte budget of one message: the contract limit less room for the header and rounding.
+# Byte budget of one message's records: the contract limit less room for the envelope.
 DEFAULT_MAX_BYTES = codec.MAX_PAYLOAD - 2048
+# enqueue() appends to the last segment only while its records stay below this size.
+APPEND_MAX_BYTES = 4096
+# Backlog segments next_batch() reads with one query.
+READ_AHEAD = 16
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
+CREATE TABLE IF NOT EXISTS segments (
     boot      INTEGER NOT NULL,
-    seq       INTEGER NOT NULL,
+    seq       INTEGER NOT NULL,             -- key of the first record; record i has (boot, seq + i)
+    n         INTEGER NOT NULL CHECK (n >= 1),
     kind      TEXT NOT NULL,                -- readings / fix / features / log / result / wave
-    ts_ms     INTEGER NOT NULL,             -- record time, ms (epoch, or since boot when tq = 'none')
     tq        TEXT NOT NULL,                -- time quality: gps / ntp / rtc / none
-    body      BLOB NOT NULL,                -- JSON of the item without its dt; wave: the whole binary block
-    queued_at REAL NOT NULL,                -- wall-clock seconds when it was enqueued (for oldest_age_s)
-    state     TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent')),
-    sent_at   REAL,                         -- wall-clock seconds of the last publish; NULL while pending
+    ts0       INTEGER NOT NULL,             -- time of the first record, ms (the message's t0)
+    body      BLOB NOT NULL,                -- the records' JSON items, dt relative to ts0, joined by ',';
+                                            -- result: the result's JSON; wave: the whole binary block
+    queued_at REAL NOT NULL,                -- wall-clock seconds when the first record was enqueued
     PRIMARY KEY (boot, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS records_pending ON records (boot, seq) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS records_sent ON records (sent_at) WHERE state = 'sent';
+);
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
 """
+
+_COLS = "boot, seq, n, kind, tq, ts0, body, queued_at"
 
 
 class OutboxError(Exception):
@@ -69,68 +93,54 @@ class OutboxError(Exception):
 
 
 class OutboxBatch:
-    """A run of records of one kind with consecutive keys, ready to become one message."""
+    """One segment: a run of records of one kind with consecutive keys, ready to become one message."""
 
-    __slots__ = ("kind", "tq", "boot", "seq", "items", "live", "nbytes")
+    __slots__ = ("kind", "tq", "boot", "seq", "n", "ts0", "body", "live")
 
-    def __init__(self, kind, tq, boot, seq, items, live, nbytes):
+    def __init__(self, kind, tq, boot, seq, n, ts0, body, live=None):
         self.kind = kind
         self.tq = tq
         self.boot = boot
         self.seq = seq            # seq of the first record
-        self.items = items        # [(ts_ms, body)], body: JSON text, or bytes for wave
+        self.n = n
+        self.ts0 = ts0            # time of the first record, ms
+        self.body = body          # bytes: see the segments table
         self.live = live
-        self.nbytes = nbytes      # estimated payload size
 
     def __len__(self):
-        return len(self.items)
+        return self.n
 
     @property
     def keys(self):
         """[(boot, seq)] of the records in this batch."""
-        return [(self.boot, self.seq + i) for i in range(len(self.items))]
+        return [(self.boot, self.seq + i) for i in range(self.n)]
 
     @property
     def ranges(self):
         """The batch's keys as one (boot, first, last) range."""
-        return [(self.boot, self.seq, self.seq + len(self.items) - 1)]
+        return [(self.boot, self.seq, self.seq + self.n - 1)]
 
     def payload(self, dev):
         """The wire message (bytes) carrying this batch for device `dev`."""
-        t0 = self.items[0][0]
         if self.kind == "wave":
-            return bytes(self.items[0][1])
+            return bytes(self.body)
         if self.kind == "result":
-            r = json.loads(self.items[0][1])
-            return codec.encode_result(dev, self.boot, self.seq, t0, self.tq, r["id"], r["cmd"], r["ok"],
+            r = json.loads(self.body)
+            return codec.encode_result(dev, self.boot, self.seq, self.ts0, self.tq, r["id"], r["cmd"], r["ok"],
                                        r.get("detail"), r.get("error"))
-        # The bodies are stored as compact JSON checked on the way in (_body_text): splice
-        # each one's dt in as text instead of parsing and re-encoding it (the drain's hot
-        # path), and put them into the envelope the codec writes for an empty batch.
-        items = []
-        for ts, body in self.items:
-            if isinstance(body, bytes):
-                body = body.decode()
-            if body[0] == "[":      # [name/level, value/text] -> [dt, name/level, value/text]
-                items.append("[%d,%s" % (ts - t0, body[1:]))
-            elif body == "{}":
-                items.append('{"dt":%d}' % (ts - t0))
-            else:                   # {...} -> {"dt": dt, ...}
-                items.append('{"dt":%d,%s' % (ts - t0, body[1:]))
-        enc = {"readings": codec.encode_readings, "fix": codec.encode_fixes,
-               "features": codec.encode_features, "log": codec.encode_logs}[self.kind]
-        envelope = enc(dev, self.boot, self.seq, t0, self.tq, [])
-        return b"".join((envelope[:-2], ",".join(items).encode(), b"]}"))  # envelope ends in '[]}'
+        envelope = _ENCODERS[self.kind](dev, self.boot, self.seq, self.ts0, self.tq, [])
+        return b"".join((envelope[:-2], self.body, b"]}"))  # the envelope ends in '[]}'
 
     def __repr__(self):
-        return "<OutboxBatch %s %d:%d+%d%s>" % (self.kind, self.boot, self.seq, len(self.items),
-                                              " live" if self.live else "")
+        return "<OutboxBatch %s %d:%d+%d%s>" % (self.kind, self.boot, self.seq, self.n, " live" if self.live else "")
+
+
+_ENCODERS = {"readings": codec.encode_readings, "fix": codec.encode_fixes,
+             "features": codec.encode_features, "log": codec.encode_logs}
 
 
 def _body_text(kind, body):
-    # What a record body looks like in the table, checked once on the way in.
-    if kind == "wave":
-        raise TypeError("a wave body is built from its key: pass a callable (boot, seq) -> bytes")
+    # A record's JSON without its dt, checked once on the way in.
     if kind in ("readings", "log"):
         if not isinstance(body, (list, tuple)) or len(body) != 2:
             raise TypeError("a %s body is [name/level, value/text] (its dt is added when sent)" % kind)
@@ -138,6 +148,74 @@ def _body_text(kind, body):
     elif not isinstance(body, dict) or "dt" in body:
         raise TypeError("a %s body is a dict without 'dt' (dt is added when sent)" % kind)
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def _item(dt, text):
+    # The record's item as the message carries it: its JSON with dt spliced in first.
+    if text[0] == "[":          # [name/level, value/text] -> [dt, name/level, value/text]
+        return "[%d,%s" % (dt, text[1:])
+    if text == "{}":
+        return '{"dt":%d}' % dt
+    return '{"dt":%d,%s' % (dt, text[1:])  # {...} -> {"dt": dt, ...}
+
+
+def _parse(seg):
+    # [(ts, text without dt)] of a segment of a batched kind (the slow path: cuts and splits).
+    out = []
+    for it in json.loads(b"[" + bytes(seg[6]) + b"]"):
+        if isinstance(it, list):
+            dt, rest = it[0], it[1:]
+        else:
+            dt = it.pop("dt")
+            rest = it
+        out.append((seg[5] + dt, json.dumps(rest, separators=(",", ":"), allow_nan=False)))
+    return out
+
+
+def _runs(records, max_records=codec.MAX_RECORDS, max_bytes=DEFAULT_MAX_BYTES):
+    # Split [(seq, ts, tq, text)] (consecutive seqs) into runs that each fit one message:
+    # yields (seq, ts0, tq, [item texts]).
+    run = None
+    for seq, ts, tq, text in records:
+        if run is not None:
+            item = _item(ts - run[1], text)
+            if (tq != run[2] or len(run[3]) >= max_records or run[4] + len(item) + 1 > max_bytes
+                    or abs(ts - run[1]) > codec.MAX_DT_MS):
+                yield run[:4]
+                run = None
+            else:
+                run[3].append(item)
+                run[4] += len(item) + 1
+                continue
+        item = _item(0, text)
+        run = [seq, ts, tq, [item], len(item)]
+    if run is not None:
+        yield run[:4]
+
+
+def read_records(path, kind=None):
+    """[(boot, seq, kind, ts_ms, body)] of the records in the outbox at path, in key order.
+
+    Read through a connection of its own (the agent may have the outbox open): for
+    tests and diagnostics. body is what enqueue() was given: the record's JSON value
+    without dt (a list or a dict), or the block's bytes for wave.
+    """
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        sql = "SELECT %s FROM segments%s ORDER BY boot, seq" % (_COLS, " WHERE kind = ?" if kind else "")
+        segs = db.execute(sql, (kind,) if kind else ()).fetchall()
+    finally:
+        db.close()
+    out = []
+    for seg in segs:
+        boot, seq, k = seg[0], seg[1], seg[3]
+        if k == "wave":
+            out.append((boot, seq, k, seg[5], bytes(seg[6])))
+        elif k == "result":
+            out.append((boot, seq, k, seg[5], json.loads(seg[6])))
+        else:
+            out.extend((boot, seq + i, k, ts, json.loads(text)) for i, (ts, text) in enumerate(_parse(seg)))
+    return out
 
 
 class Outbox:
@@ -162,7 +240,8 @@ class Outbox:
             row = self._db.execute("PRAGMA journal_mode").fetchone()
             if row[0].lower() != "wal":
                 raise OutboxError("%s: cannot use WAL mode (journal_mode=%s)" % (path, row[0]))
-            self._depth = self._db.execute("SELECT count(*) FROM records").fetchone()[0]
+            self._migrate_records_table()
+            self._depth = self._db.execute("SELECT coalesce(sum(n), 0) FROM segments").fetchone()[0]
             self._drops = self._meta("drops")
         except sqlite3.Error as e:
             raise OutboxError("cannot open the outbox %s: %s" % (path, e)) from None
@@ -170,8 +249,11 @@ class Outbox:
         self.resends = 0          # records made ready again (timeout or reconnect) since open
         self.enqueued = 0         # records committed since open
         self.confirmed = 0        # records deleted by confirmations since open
-        # Whatever was 'sent' belongs to an earlier process and its connection: send again.
-        self.mark_all_unsent()
+        self._open = None         # [boot, seq, n, kind, tq, ts0, body text]: the segment enqueue() may append to
+        self._sent = {}           # (boot, seq) of a sent segment -> (sent_at, n), in the order sent
+        self._from = {}           # lane -> key: every segment of the lane before it is in _sent (or gone)
+        self._ahead = collections.deque()  # the backlog's next segments, read ahead (see _first_unsent)
+        self.mark_all_unsent()    # nothing this process sent yet; live starts now
         self.resends = 0
 
     # ---- helpers -------------------------------------------------------------
@@ -198,21 +280,74 @@ class Outbox:
                     self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
+            self._open = None     # what it holds may not match the row any more
             raise OutboxError("outbox %s: %s" % (self.path, e)) from None
         return result
 
     @staticmethod
+    def _insert(db, boot, seq, n, kind, tq, ts0, body, queued_at):
+        db.execute("INSERT INTO segments (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?)" % _COLS,
+                   (boot, seq, n, kind, tq, ts0, body, queued_at))
+
+    def _store_runs(self, db, boot, records, kind, queued_at):
+        # Insert [(seq, ts, tq, text)] as segments; returns the last one as an appendable list.
+        last = None
+        for seq, ts0, tq, items in _runs(records):
+            body = ",".join(items)
+            self._insert(db, boot, seq, len(items), kind, tq, ts0, body.encode(), queued_at)
+            last = [boot, seq, len(items), kind, tq, ts0, body]
+        return last
+
+    def _migrate_records_table(self):
+        # Outboxes written before segments kept one row per record in `records`: move them.
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone() is None:
+            return
+
+        def work(db):
+            rows = db.execute("SELECT boot, seq, kind, ts_ms, tq, body, queued_at FROM records "
+                              "ORDER BY boot, seq").fetchall()
+            i = moved = 0
+            while i < len(rows):
+                # a run of one boot and kind with consecutive seqs
+                j = i + 1
+                boot, seq, kind = rows[i][0], rows[i][1], rows[i][2]
+                while (j < len(rows) and rows[j][0] == boot and rows[j][2] == kind and rows[j][1] == seq + (j - i)
+                       and kind not in SINGLE):
+                    j += 1
+                if kind in SINGLE:
+                    _, seq, kind, ts, tq, body, queued = rows[i]
+                    self._insert(db, boot, seq, 1, kind, tq, ts, bytes(body) if kind == "wave" else
+                                 (body if isinstance(body, bytes) else body.encode()), queued)
+                else:
+                    recs = [(r[1], r[3], r[4], r[5].decode() if isinstance(r[5], bytes) else r[5]) for r in rows[i:j]]
+                    self._store_runs(db, boot, recs, kind, rows[i][6])
+                moved += j - i
+                i = j
+            db.execute("DROP TABLE records")
+            return moved
+
+        n = self._write(True, work)
+        log.info("outbox %s: moved %d records from the old one-row-per-record table into segments", self.path, n)
+
+    @staticmethod
     def max_boot_in(path):
         """The highest boot with a record in the outbox at path (None if empty or absent)."""
+        best = None
         try:
             db = sqlite3.connect(path, timeout=10)
             try:
-                row = db.execute("SELECT max(boot) FROM records").fetchone()
+                for table in ("segments", "records"):
+                    try:
+                        row = db.execute("SELECT max(boot) FROM %s" % table).fetchone()
+                    except sqlite3.OperationalError:   # no such table
+                        continue
+                    if row and row[0] is not None and (best is None or row[0] > best):
+                        best = row[0]
             finally:
                 db.close()
         except sqlite3.Error:
-            return None
-        return row[0] if row else None
+            return best
+        return best
 
     # ---- records in ------------------------------------------------------------
     def enqueue(self, kind, items):
@@ -228,27 +363,51 @@ class Outbox:
         if not items:
             return []
         n = len(items)
-        rows = []
-        boot, first = self.keys.take(n)
-        now = self._clock()
-        for i, (ts, tq, body) in enumerate(items):
+        for ts, tq, body in items:
             if tq not in codec.TIME_QUALITY:
                 raise ValueError("tq %r is not one of %s" % (tq, codec.TIME_QUALITY))
-            data = bytes(body(boot, first + i)) if kind == "wave" else _body_text(kind, body)
-            rows.append((boot, first + i, kind, int(ts), tq, data, now))
+            if kind == "wave" and not callable(body):
+                raise TypeError("a wave body is built from its key: pass a callable (boot, seq) -> bytes")
+        if kind == "wave":
+            texts = None
+        else:
+            texts = [_body_text(kind, body) for _, _, body in items]
+        boot, first = self.keys.take(n)
+        now = self._clock()
+        records = [(first + i, int(ts), tq, texts[i] if texts else None) for i, (ts, tq, _) in enumerate(items)]
+        if kind == "wave":
+            records = [(s, ts, tq, bytes(items[i][2](boot, s))) for i, (s, ts, tq, _) in enumerate(records)]
+        opened = self._open
 
         def work(db):
-            db.executemany("INSERT INTO records (boot, seq, kind, ts_ms, tq, body, queued_at) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self._open = None
+            recs = records
+            if kind in SINGLE:
+                for seq, ts, tq, body in recs:
+                    self._insert(db, boot, seq, 1, kind, tq, ts, body if kind == "wave" else body.encode(), now)
+            else:
+                # Continue the last segment this process stored, if these records continue it.
+                o = opened
+                if (o is not None and o[0] == boot and o[1] + o[2] == first and o[3] == kind):
+                    body, k = o[6], 0
+                    while k < len(recs):
+                        seq, ts, tq, text = recs[k]
+                        item = _item(ts - o[5], text)
+                        if (tq != o[4] or o[2] + k >= codec.MAX_RECORDS or len(body) + len(item) + 1 > APPEND_MAX_BYTES
+                                or abs(ts - o[5]) > codec.MAX_DT_MS):
+                            break
+                        body = body + "," + item
+                        k += 1
+                    if k:
+                        self._ahead.clear()
+                        db.execute("UPDATE segments SET n = ?, body = ? WHERE boot = ? AND seq = ?",
+                                   (o[2] + k, body.encode(), boot, o[1]))
+                        self._open = [boot, o[1], o[2] + k, kind, o[4], o[5], body]
+                        recs = recs[k:]
+                if recs:
+                    self._open = self._store_runs(db, boot, recs, kind, now)
             excess = self._depth + n - self.max_records
-            dropped = 0
-            if excess > 0:
-                cur = db.execute("DELETE FROM records WHERE (boot, seq) IN "
-                                 "(SELECT boot, seq FROM records ORDER BY boot, seq LIMIT ?)", (excess,))
-                dropped = cur.rowcount
-                db.execute("INSERT INTO meta (name, value) VALUES ('drops', ?) "
-                           "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (dropped,))
-            return dropped
+            return self._drop_oldest(db, excess) if excess > 0 else 0
 
         dropped = self._write(True, work)
         self._depth += n - dropped
@@ -259,102 +418,189 @@ class Outbox:
             log.warning("outbox full (%d records): dropped the %d oldest", self.max_records, dropped)
         return [(boot, first + i) for i in range(n)]
 
-    # ---- records out -------------------------------------------------------------
-    def _requeue_stale(self):
-        # Sent but unconfirmed for longer than resend_after_s: pending again.
-        cutoff = self._clock() - self.resend_after_s
-        if self._db.execute("SELECT 1 FROM records WHERE state = 'sent' AND sent_at < ? LIMIT 1",
-                            (cutoff,)).fetchone() is None:
+    def _drop_oldest(self, db, excess):
+        # Delete the `excess` oldest records (cutting the last segment touched); returns how many.
+        dropped = 0
+        while dropped < excess:
+            seg = db.execute("SELECT %s FROM segments ORDER BY boot, seq LIMIT 1" % _COLS).fetchone()
+            if seg is None:
+                break
+            boot, seq, n = seg[0], seg[1], seg[2]
+            take = min(n, excess - dropped)
+            dropped += self._cut(db, seg, seq, seq + take - 1)
+        db.execute("INSERT INTO meta (name, value) VALUES ('drops', ?) "
+                   "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (dropped,))
+        return dropped
+
+    def _cut(self, db, seg, lo, hi):
+        # Remove the records lo..hi (within the segment) from segment `seg`; returns how many.
+        boot, seq, n, kind, tq, ts0, body, queued = seg
+        lo, hi = max(lo, seq), min(hi, seq + n - 1)
+        if lo > hi:
             return 0
-        n = self._write(False, lambda db: db.execute(
-            "UPDATE records SET state = 'pending', sent_at = NULL WHERE state = 'sent' AND sent_at < ?",
-            (cutoff,)).rowcount)
+        db.execute("DELETE FROM segments WHERE boot = ? AND seq = ?", (boot, seq))
+        self._sent.pop((boot, seq), None)
+        self._ahead.clear()
+        if self._open is not None and self._open[0] == boot and self._open[1] == seq:
+            self._open = None
+        if lo > seq or hi < seq + n - 1:        # part of it stays: store what is left as segments
+            recs = [(seq + i, ts, tq, text) for i, (ts, text) in enumerate(_parse(seg))]
+            for part in (recs[:lo - seq], recs[hi - seq + 1:]):
+                if part:
+                    self._store_runs(db, boot, part, kind, queued)
+                    key = (boot, part[0][0])
+                    lane = self._lane(key)
+                    if self._from.get(lane) is not None and key < self._from[lane]:
+                        self._from[lane] = key     # the scan must find what is left
+        return hi - lo + 1
+
+    # ---- records out -------------------------------------------------------------
+    def _lane(self, key):
+        return key >= self._live_from
+
+    def _requeue_stale(self):
+        # Sent but unconfirmed for longer than resend_after_s: ready to send again.
+        if not self._sent:
+            return 0
+        cutoff = self._clock() - self.resend_after_s
+        if next(iter(self._sent.values()))[0] >= cutoff:   # in the order sent: the first is the oldest
+            return 0
+        stale = [k for k, (t, _) in self._sent.items() if t < cutoff]
+        self._ahead.clear()
+        n = 0
+        for k in stale:
+            n += self._sent.pop(k)[1]
+            lane = self._lane(k)
+            if self._from.get(lane) is not None and k < self._from[lane]:
+                self._from[lane] = k
         self.resends += n
         log.info("%d records unconfirmed for %.0f s: sending again", n, self.resend_after_s)
         return n
 
     def next_batch(self, max_records=codec.MAX_RECORDS, live_first=True, backlog_records=None,
                    kinds=None, max_bytes=DEFAULT_MAX_BYTES):
-        """The next run of records to send, or None.
+        """The next segment to send, or None.
 
-        Candidates are records never sent, sent and unconfirmed for longer than
-        resend_after_s, or made pending again by mark_all_unsent(). With live_first,
-        live records (made since the connection came up) come first, oldest first,
-        and backlog only when no live record is ready; otherwise strictly oldest
-        first. backlog_records caps the size of a backlog batch (0: no backlog now).
-        kinds restricts the record kinds. A run holds at most max_records records
-        (1 for result and wave) and about max_bytes of payload.
+        Candidates are segments not sent on this connection, sent and unconfirmed for
+        longer than resend_after_s, or made ready again by mark_all_unsent(). With
+        live_first, live segments (made since the connection came up) come first,
+        oldest first, and backlog only when no live one is ready; otherwise strictly
+        oldest first. backlog_records caps the size of a backlog batch (0: no backlog
+        now). kinds restricts the record kinds. A batch holds at most max_records
+        records and about max_bytes of payload: a segment longer than that is split
+        (its head is handed out, the rest stays a segment of its own).
         """
         self._requeue_stale()
-        kind_sql, args = "", []
         if kinds is not None:
             kinds = [k for k in kinds if k in KINDS]
             if not kinds:
                 return None
-            kind_sql = " AND kind IN (%s)" % ",".join("?" * len(kinds))
-            args = list(kinds)
-        lb, ls = self._live_from
         lanes = []
+        back_cap = max_records if backlog_records is None else min(max_records, backlog_records)
         if live_first:
-            lanes.append((True, "AND (boot, seq) >= (?, ?)", max_records))
-            if backlog_records is None or backlog_records > 0:
-                cap = max_records if backlog_records is None else min(max_records, backlog_records)
-                lanes.append((False, "AND (boot, seq) < (?, ?)", cap))
+            lanes.append((True, max_records))
+            lanes.append((False, back_cap))
         else:
-            cap = max_records if backlog_records is None else min(max_records, backlog_records)
-            lanes.append((None, "", cap))
-        for live, where, cap in lanes:
+            lanes.append((None, back_cap))
+        for lane, cap in lanes:
             if cap < 1:
                 continue
-            sql = ("SELECT boot, seq, kind, ts_ms, tq, body FROM records WHERE state = 'pending' %s%s "
-                   "ORDER BY boot, seq" % (where, kind_sql))
-            params = ([lb, ls] if where else []) + args
-            batch = self._run(self._db.execute(sql, params), cap, max_bytes)
-            if batch is not None:
-                if live is None:
-                    batch.live = (batch.boot, batch.seq) >= (lb, ls)
-                else:
-                    batch.live = live
-                return batch
+            seg = self._first_unsent(lane, kinds)
+            if seg is None:
+                continue
+            if seg[3] not in SINGLE and (seg[2] > cap or len(seg[6]) > max_bytes):
+                seg = self._split(seg, cap, max_bytes)
+            if self._open is not None and self._open[0] == seg[0] and self._open[1] == seg[1]:
+                self._open = None                  # handed out: never appended to again
+            key = (seg[0], seg[1])
+            return OutboxBatch(seg[3], seg[4], seg[0], seg[1], seg[2], seg[5], bytes(seg[6]), self._lane(key))
         return None
 
-    @staticmethod
-    def _run(cursor, max_records, max_bytes):
-        # Take rows while they continue the run: same boot and kind and tq, next seq, within limits.
-        first = None
-        items = []
-        nbytes = 200
-        try:
-            for boot, seq, kind, ts, tq, body in cursor:
-                size = len(body) + 24 if isinstance(body, bytes) else len(body.encode()) + 24
-                if first is None:
-                    first = (boot, seq, kind, tq)
-                    limit = 1 if kind in SINGLE else max_records
-                else:
-                    if (boot != first[0] or seq != first[1] + len(items) or kind != first[2] or tq != first[3]
-                            or len(items) >= limit or nbytes + size > max_bytes
-                            or abs(ts - items[0][0]) > codec.MAX_DT_MS):
-                        break
-                items.append((ts, body))
-                nbytes += size
-        finally:
-            cursor.close()
-        if first is None:
+    def _first_unsent(self, lane, kinds):
+        # The first segment of the lane (True live, False backlog, None all) not in _sent.
+        if lane is False and kinds is None:
+            # A backlog drain reads segments a few at a time: one query per message would
+            # cost as much as the message. No segment joins the backlog lane (new ones are
+            # live); whatever changes or re-orders one empties _ahead (_cut, _split,
+            # requeue, mark_all_unsent, an append), and confirm() takes out what it deletes.
+            ahead = self._ahead
+            while ahead and (ahead[0][0], ahead[0][1]) in self._sent:
+                ahead.popleft()
+            if not ahead:
+                ahead.extend(self._query(False, None, READ_AHEAD))
+                while ahead and (ahead[0][0], ahead[0][1]) in self._sent:
+                    ahead.popleft()
+            if ahead:
+                self._from[False] = (ahead[0][0], ahead[0][1])
+                return ahead[0]
             return None
-        return OutboxBatch(first[2], first[3], first[0], first[1], items, None, nbytes)
+        for seg in self._query(lane, kinds, None):
+            if (seg[0], seg[1]) in self._sent:
+                continue
+            if kinds is None and lane is not None:
+                self._from[lane] = (seg[0], seg[1])   # everything before it in the lane is sent
+            return seg
+        return None
 
-    def mark_sent(self, keys_or_batch):
-        """Record that these keys (or this OutboxBatch) were just published."""
-        ranges = keys_or_batch.ranges if isinstance(keys_or_batch, OutboxBatch) else codec.ranges_of(keys_or_batch)
-        now = self._clock()
-        self._write(False, lambda db: db.executemany(
-            "UPDATE records SET state = 'sent', sent_at = ? WHERE boot = ? AND seq BETWEEN ? AND ?",
-            [(now, b, lo, hi) for b, lo, hi in ranges]))
+    def _query(self, lane, kinds, limit):
+        # Segments of the lane from its scan start, in key order (an iterator; up to limit).
+        where, params = [], []
+        start = self._from.get(lane) if lane is not None else self._from.get(False)
+        if lane is True:
+            start = max(start or self._live_from, self._live_from)
+            if start >= self.keys.next_key:
+                return ()                          # nothing made since
+        if start is not None:
+            where.append("(boot, seq) >= (?, ?)")
+            params.extend(start)
+        if lane is False:
+            where.append("(boot, seq) < (?, ?)")
+            params.extend(self._live_from)
+        if kinds is not None:
+            where.append("kind IN (%s)" % ",".join("?" * len(kinds)))
+            params.extend(kinds)
+        sql = "SELECT %s FROM segments%s ORDER BY boot, seq" % (_COLS, " WHERE " + " AND ".join(where) if where else "")
+        if limit is not None:
+            return self._db.execute(sql + " LIMIT %d" % limit, params).fetchall()
+        return self._iterate(self._db.execute(sql, params))
+
+    @staticmethod
+    def _iterate(cur):
+        try:
+            yield from cur
+        finally:
+            cur.close()
+
+    def _split(self, seg, cap, max_bytes):
+        # Cut a segment so its head holds at most cap records within max_bytes; returns the head.
+        boot, seq, n, kind, tq, ts0, body, queued = seg
+        recs = [(seq + i, ts, tq, text) for i, (ts, text) in enumerate(_parse(seg))]
+        head = next(_runs(recs, max_records=cap, max_bytes=max_bytes))
+        k = len(head[3])
+
+        self._ahead.clear()
+
+        def work(db):
+            db.execute("DELETE FROM segments WHERE boot = ? AND seq = ?", (boot, seq))
+            self._store_runs(db, boot, recs[:k], kind, queued)
+            self._store_runs(db, boot, recs[k:], kind, queued)
+        self._write(False, work)
+        return (boot, seq, k, kind, tq, ts0, ",".join(head[3]).encode(), queued)
+
+    def mark_sent(self, batch):
+        """Record that this OutboxBatch was just published (kept in memory: see the module docstring)."""
+        key = (batch.boot, batch.seq)
+        self._sent[key] = (self._clock(), batch.n)
+        lane = self._lane(key)
+        if self._from.get(lane) == key:
+            self._from[lane] = (batch.boot, batch.seq + batch.n)   # the scan starts after it
 
     def mark_all_unsent(self):
         """After a (re)connect: every unconfirmed record is to be sent again; live starts now."""
-        n = self._write(False, lambda db: db.execute(
-            "UPDATE records SET state = 'pending', sent_at = NULL WHERE state = 'sent'").rowcount)
+        n = sum(v[1] for v in self._sent.values())
+        self._sent = {}
+        self._from = {}
+        self._ahead.clear()
         self.resends += n
         self._live_from = self.keys.next_key
         return n
@@ -365,12 +611,34 @@ class Outbox:
         if not ranges:
             return 0
 
-        def work(db):
-            before = db.total_changes
-            db.executemany("DELETE FROM records WHERE boot = ? AND seq BETWEEN ? AND ?", ranges)
-            return db.total_changes - before
+        deleted = set()
 
-        n = self._write(False, work)
+        def work(db):
+            gone = 0
+            for boot, lo, hi in ranges:
+                for seq, n in db.execute("DELETE FROM segments WHERE boot = ? AND seq BETWEEN ? AND ? "
+                                         "AND seq + n - 1 <= ? RETURNING seq, n", (boot, lo, hi, hi)).fetchall():
+                    gone += n
+                    self._sent.pop((boot, seq), None)
+                    deleted.add((boot, seq))
+                    if self._open is not None and self._open[0] == boot and self._open[1] == seq:
+                        self._open = None
+                # Segments the range covers only in part (rare: see the module docstring).
+                for edge in (lo - 1, hi):
+                    seg = db.execute("SELECT %s FROM segments WHERE boot = ? AND seq <= ? ORDER BY seq DESC LIMIT 1"
+                                     % _COLS, (boot, edge)).fetchone()
+                    if seg is not None and seg[1] + seg[2] - 1 >= lo and seg[1] <= hi:
+                        gone += self._cut(db, seg, lo, hi)
+            return gone
+
+        try:
+            n = self._write(False, work)
+        except OutboxError:
+            self._ahead.clear()         # rolled back: scan the backlog afresh
+            self._from.pop(False, None)
+            raise
+        if deleted and self._ahead:
+            self._ahead = collections.deque(s for s in self._ahead if (s[0], s[1]) not in deleted)
         self._depth -= n
         self.confirmed += n
         return n
@@ -382,7 +650,7 @@ class Outbox:
 
     def oldest_age_s(self):
         """Seconds since the oldest record still in the outbox was enqueued (0 if empty)."""
-        row = self._db.execute("SELECT queued_at FROM records ORDER BY boot, seq LIMIT 1").fetchone()
+        row = self._db.execute("SELECT queued_at FROM segments ORDER BY boot, seq LIMIT 1").fetchone()
         if row is None:
             return 0.0
         return max(0.0, self._clock() - row[0])
@@ -393,12 +661,18 @@ class Outbox:
         return self._drops
 
     def counts(self):
-        """{state: records} for diagnostics."""
-        return dict(self._db.execute("SELECT state, count(*) FROM records GROUP BY state").fetchall())
+        """{state: records} for diagnostics: 'sent' (on this connection, unconfirmed) and 'pending'."""
+        sent = sum(v[1] for v in self._sent.values())
+        out = {"pending": self._depth - sent, "sent": sent}
+        return {k: v for k, v in out.items() if v}
+
+    def segments(self):
+        """Segments held, as (boot, seq, n, kind); for tests and diagnostics."""
+        return [tuple(r) for r in self._db.execute("SELECT boot, seq, n, kind FROM segments ORDER BY boot, seq")]
 
     def keys_held(self):
         """Every key in the outbox, sorted (for tests and diagnostics)."""
-        return [tuple(r) for r in self._db.execute("SELECT boot, seq FROM records ORDER BY boot, seq")]
+        return [(b, s + i) for b, s, n, _ in self.segments() for i in range(n)]
 
     def close(self):
         """Checkpoint and close the database."""

@@ -101,7 +101,7 @@ class AgentProcess:
     def outbox_depth(self):
         db = sqlite3.connect(os.path.join(self.state_dir, "outbox.db"))
         try:
-            return db.execute("SELECT count(*) FROM records").fetchone()[0]
+            return db.execute("SELECT coalesce(sum(n), 0) FROM segments").fetchone()[0]
         finally:
             db.close()
 

@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 
 from edge_agent import config as agent_config
 from edge_agent import sdnotify, service
+from edge_agent.outbox import read_records
 from wire import topics
 
 EDGE_AGENT = Path(sys.executable).parent / "edge-agent"
@@ -206,11 +206,7 @@ def test_install_service_user_mistakes_get_precise_messages(tmp_path):
 
 
 def _outbox_logs(state_dir):
-    db = sqlite3.connect(os.path.join(state_dir, "outbox.db"), timeout=10)
-    try:
-        return [json.loads(body) for (body,) in db.execute("SELECT body FROM records WHERE kind = 'log' ORDER BY seq")]
-    finally:
-        db.close()
+    return [r[4] for r in read_records(os.path.join(state_dir, "outbox.db"), "log")]
 
 
 def test_logs_are_shipped_at_a_bounded_rate(fresh_broker, tmp_path):

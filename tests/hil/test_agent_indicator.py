@@ -6,10 +6,8 @@ connection and a button press becomes a `button_press` reading in the outbox and
 on the wire, plus a waveform capture.
 """
 
-import json
 import logging
 import os
-import sqlite3
 import statistics
 import threading
 import time
@@ -23,7 +21,7 @@ from edge_agent.agent import Agent
 from edge_agent.accel import Accelerometer
 from edge_agent.indicator import Indicator, PATTERNS
 from edge_agent.keys import KeySource
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, read_records
 from edge_agent.uplink import Uplink
 from fieldwatch import config as cfg
 from harness.listener import DeviceListener
@@ -183,11 +181,7 @@ class RunningAgent:
 
     def stored(self, kind):
         """Bodies of the records of one kind in the outbox (read through a connection of our own)."""
-        db = sqlite3.connect(self.db_path, timeout=10)
-        try:
-            return [row[0] for row in db.execute("SELECT body FROM records WHERE kind = ? ORDER BY seq", (kind,))]
-        finally:
-            db.close()
+        return [r[4] for r in read_records(self.db_path, kind)]
 
     def stop(self):
         self.agent.stop()
@@ -224,7 +218,7 @@ def test_agent_button_press_stores_a_tagged_reading_and_a_capture(running_agent)
     wait_for(lambda: sum(len(m["records"]) for m in listener.decoded("readings")) >= 2, 10, "readings on the wire")
     presses = [r for m in listener.decoded("readings") for r in m["records"] if r["name"] == "button_press"]
     assert [r["value"] for r in presses] == [1, 2]
-    stored = [json.loads(b) for b in ra.stored("readings")]
+    stored = ra.stored("readings")
     assert [r for r in stored if r[0] == "button_press"] == [["button_press", 1], ["button_press", 2]]
     wait_for(lambda: listener.decoded("wave"), 10, "the waveform capture a press starts")
     assert listener.decoded("wave")[0]["n"] == 64

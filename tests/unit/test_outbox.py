@@ -15,7 +15,7 @@ import pytest
 from edge_agent import keys as keys_mod
 from edge_agent.keys import KeySource
 from edge_agent.outbox import Outbox
-from wire import codec
+from wire import codec, topics
 
 DEV = "pump-07"
 T0 = 1751327990000
@@ -128,6 +128,7 @@ def test_outbox_batches_are_contiguous_runs_of_one_kind(state):
     box.enqueue("wave", [(T0 + 12, "ntp", lambda b, s: codec.encode_wave(DEV, b, s, T0 + 12, "ntp", 800, 0.0039, 2,
                                                                           3, 2, b"\x01\x00" * 6))])
     box.enqueue("result", [(T0 + 13, "ntp", {"id": "c2", "cmd": "sleep", "ok": False, "error": "nope"})])
+    times = [T0, T0 + 1, T0 + 2, T0 + 5, T0 + 10, T0 + 11, T0 + 11, T0 + 12, T0 + 13]
     batches = drain(box)
     assert [(b.kind, b.seq, len(b)) for b in batches] == [
         ("readings", 0, 3), ("log", 3, 1), ("readings", 4, 2), ("result", 6, 1), ("wave", 7, 1), ("result", 8, 1)]
@@ -136,7 +137,7 @@ def test_outbox_batches_are_contiguous_runs_of_one_kind(state):
         topic = "fieldwatch/v1/%s/%s" % (DEV, {"readings": "telemetry/readings", "wave": "telemetry/wave"}.get(b.kind, b.kind))
         d = codec.decode(topic, b.payload(DEV), T0)
         assert d["boot"] == boot and [r["seq"] for r in d["records"]] == [k[1] for k in b.keys]
-        assert [r["ts"] for r in d["records"]] == [ts for ts, _ in b.items]
+        assert [r["ts"] for r in d["records"]] == times[b.seq:b.seq + len(b)]
     assert codec.decode("fieldwatch/v1/%s/result" % DEV, batches[5].payload(DEV), T0)["error"] == "nope"
 
 
@@ -241,9 +242,8 @@ def test_outbox_enqueue_is_fsynced_bookkeeping_is_not(state):
     box.enqueue("readings", readings(3))
     assert sync() == 2                                        # FULL: the WAL is fsynced at commit
     box.mark_sent(box.next_batch())
-    assert sync() == 1                                        # NORMAL: losing this only means a resend
     box.confirm([(box.keys.boot, 0, 0)])
-    assert sync() == 1
+    assert sync() == 1                                        # NORMAL: losing this only means a resend
     box.enqueue("readings", readings(1))
     assert sync() == 2
 
@@ -330,7 +330,7 @@ def test_outbox_survives_sigkill_while_enqueuing(state):
                 (confirming if parts[0] == "confirming" else confirmed).add((int(parts[1]), int(parts[2])))
         db = sqlite3.connect(os.path.join(state, "outbox.db"))
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        held = set(db.execute("SELECT boot, seq FROM records").fetchall())
+        held = {(b, s + i) for b, s, n in db.execute("SELECT boot, seq, n FROM segments") for i in range(n)}
         db.close()
         # Every record reported committed is there unless a confirmation was under way for it;
         # a confirmation reported done really deleted it.
@@ -360,3 +360,117 @@ def test_outbox_payload_carries_each_body_exactly_as_the_codec_encodes_it(state)
     ]
     got = [b.payload(DEV) for b in drain(box)]
     assert [json.loads(p) for p in got] == [json.loads(p) for p in expected]
+
+
+# ---- segments ------------------------------------------------------------------------
+
+def test_outbox_one_record_per_call_adds_up_to_segments_until_handed_out(state):
+    box = open_box(state)
+    boot = box.keys.boot
+    for i in range(5):                                        # offline: one reading per pass
+        box.enqueue("readings", [(T0 + i, "ntp", ["temp_c", 20.0 + i])])
+    assert box.segments() == [(boot, 0, 5, "readings")]
+    b = box.next_batch()
+    assert b.keys == [(boot, s) for s in range(5)]
+    box.enqueue("readings", readings(1, t=T0 + 9))           # after a hand-out: a new segment
+    assert box.segments() == [(boot, 0, 5, "readings"), (boot, 5, 1, "readings")]
+    box.enqueue("log", [(T0 + 10, "ntp", ["info", "x"])])     # another kind breaks the run
+    box.enqueue("readings", readings(1, t=T0 + 11))
+    assert [s[1:] for s in box.segments()] == [(0, 5, "readings"), (5, 1, "readings"), (6, 1, "log"),
+                                                (7, 1, "readings")]
+    d = codec.decode("fieldwatch/v1/%s/telemetry/readings" % DEV, b.payload(DEV), T0)
+    assert [(r["seq"], r["ts"], r["value"]) for r in d["records"]] == [(i, T0 + i, 20.0 + i) for i in range(5)]
+
+
+def test_outbox_appends_stop_at_the_size_cap_and_at_a_new_time_quality(state):
+    from edge_agent.outbox import APPEND_MAX_BYTES
+    box = open_box(state)
+    for i in range(400):
+        box.enqueue("readings", [(T0 + i, "ntp", ["temp_c", 20.0 + i])])
+    box.enqueue("readings", [(T0 + 500, "gps", ["temp_c", 1.0])])
+    segs = box.segments()
+    assert sum(s[2] for s in segs) == 401 and len(segs) > 2
+    assert segs[-1][2] == 1                                   # the gps one stands alone
+    for b in drain(box):
+        assert len(b.body) <= APPEND_MAX_BYTES
+        codec.decode("fieldwatch/v1/%s/telemetry/readings" % DEV, b.payload(DEV), T0)
+
+
+def test_outbox_sent_state_is_not_written_and_a_restart_sends_everything_again(state):
+    box = open_box(state)
+    box.enqueue("readings", readings(3))
+    writes = box._db.total_changes
+    b = box.next_batch()
+    box.mark_sent(b)
+    assert box._db.total_changes == writes and box.counts() == {"sent": 3}
+    assert box.next_batch() is None
+    box.close()
+    box = open_box(state)
+    assert box.counts() == {"pending": 3} and box.next_batch().keys == b.keys
+
+
+def test_outbox_confirm_of_the_middle_of_a_segment_keeps_both_ends_sendable(state):
+    box = open_box(state)
+    boot = box.keys.boot
+    box.enqueue("fix", [(T0 + 1000 * i, "gps", {"mode": 3, "lat_e7": i, "lon_e7": -i}) for i in range(6)])
+    assert box.confirm([(boot, 2, 3)]) == 2
+    assert box.segments() == [(boot, 0, 2, "fix"), (boot, 4, 2, "fix")]
+    got = []
+    for b in drain(box):
+        d = codec.decode(topics.topic(DEV, "fix"), b.payload(DEV), T0)
+        got += [(r["seq"], r["ts"], r["lat_e7"]) for r in d["records"]]
+    assert got == [(i, T0 + 1000 * i, i) for i in (0, 1, 4, 5)]
+
+
+def test_outbox_backlog_cap_splits_a_segment_and_the_rest_follows(state):
+    box = open_box(state)
+    boot = box.keys.boot
+    box.enqueue("readings", readings(10))
+    box.mark_all_unsent()                                     # as after a reconnect: all backlog
+    sizes = []
+    while True:
+        b = box.next_batch(backlog_records=4)
+        if b is None:
+            break
+        box.mark_sent(b)
+        d = codec.decode("fieldwatch/v1/%s/telemetry/readings" % DEV, b.payload(DEV), T0)
+        assert [(r["seq"], r["ts"]) for r in d["records"]] == [(s, T0 + s) for _, s in b.keys]
+        sizes.append(len(b))
+    assert sizes == [4, 4, 2]
+    assert box.confirm([(boot, 0, 9)]) == 10 and box.segments() == []
+
+
+OLD_SCHEMA = """
+CREATE TABLE records (boot INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    tq TEXT NOT NULL, body BLOB NOT NULL, queued_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent')), sent_at REAL,
+    PRIMARY KEY (boot, seq)) WITHOUT ROWID;
+CREATE INDEX records_pending ON records (boot, seq) WHERE state = 'pending';
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+def test_outbox_moves_an_old_one_row_per_record_outbox_into_segments(state):
+    os.makedirs(state)
+    path = os.path.join(state, "outbox.db")
+    db = sqlite3.connect(path)
+    db.executescript(OLD_SCHEMA)
+    rows = [(7, s, "readings", T0 + s, "ntp", '["temp_c",%d.5]' % s, 1.0, "pending") for s in range(4)]
+    rows += [(7, 4, "log", T0 + 4, "ntp", '["info","hi"]', 1.0, "sent"),
+             (7, 5, "result", T0 + 5, "ntp", '{"id":"c1","cmd":"flush","ok":true}', 1.0, "pending"),
+             (8, 0, "fix", T0 + 6, "gps", '{"mode":3,"lat_e7":1,"lon_e7":2}', 2.0, "pending")]
+    db.executemany("INSERT INTO records (boot, seq, kind, ts_ms, tq, body, queued_at, state) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.execute("INSERT INTO meta VALUES ('drops', 3)")
+    db.commit()
+    db.close()
+    assert Outbox.max_boot_in(path) == 8
+    box = open_box(state)
+    assert box.keys.boot > 8 and box.depth() == 7 and box.drops == 3
+    assert box.segments() == [(7, 0, 4, "readings"), (7, 4, 1, "log"), (7, 5, 1, "result"), (8, 0, 1, "fix")]
+    out = []
+    for b in drain(box):
+        d = codec.decode(topics.topic(DEV, b.kind), b.payload(DEV), T0)
+        out += [(d["boot"], r["seq"], r["ts"]) for r in d.get("records", [])] or [(d["boot"], d["seq"], d["ts"])]
+    assert out == [(r[0], r[1], r[3]) for r in rows]
+    assert box._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'records'").fetchone()[0] == 0
