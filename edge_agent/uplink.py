@@ -26,6 +26,7 @@ callback waits for a lock of ours (that order inversion deadlocks under load).
 Un-acknowledged publishes are tracked by their MQTTMessageInfo (is_published()).
 """
 
+import collections
 import logging
 import random
 import threading
@@ -74,8 +75,9 @@ class Uplink:
         self.connect_timeout_s = connect_timeout_s
         self._lock = threading.Lock()  # guards _inflight only; never held while calling paho
         self._client = None          # the paho client of the current connection, once CONNACKed
-        self._inflight = []          # MQTTMessageInfo of our publishes on this connection, not yet PUBACKed
+        self._inflight = collections.deque()  # MQTTMessageInfo of our publishes on this connection, oldest first
         self._connected = threading.Event()
+        self._puback = threading.Event()   # set on every PUBACK (wait_can_publish)
         self._stop = threading.Event()
         self._thread = None
         self.generation = 0          # +1 on every successful connect
@@ -94,14 +96,34 @@ class Uplink:
 
     @property
     def unacked(self):
-        """Publishes on this connection still waiting for their PUBACK."""
+        """Publishes on this connection still waiting for their PUBACK.
+
+        Counted from the oldest: the broker acknowledges QoS 1 publishes in order, and
+        a PUBACK that overtook an older one is counted once the older one's arrives
+        (the count errs on the high side, never the low one)."""
         with self._lock:
-            self._inflight = [i for i in self._inflight if not i.is_published()]
-            return len(self._inflight)
+            q = self._inflight
+            while q and q[0].is_published():
+                q.popleft()
+            return len(q)
 
     def can_publish(self):
         """True if publish() would accept a message now."""
-        return self._connected.is_set() and self.unacked < self.max_unacked
+        return self._connected.is_set() and (len(self._inflight) < self.max_unacked or self.unacked < self.max_unacked)
+
+    def wait_can_publish(self, timeout):
+        """Block until publish() would accept a message (True), or timeout / not connected (False).
+
+        Wakes on the PUBACK that frees a slot, as a publisher blocking on its window would."""
+        end = time.monotonic() + timeout
+        while True:
+            self._puback.clear()
+            if self.can_publish():
+                return True
+            left = end - time.monotonic()
+            if left <= 0 or not self._connected.is_set():
+                return False
+            self._puback.wait(min(left, 0.05))
 
     def wait_connected(self, timeout):
         """Block until connected (True) or timeout (False)."""
@@ -111,7 +133,8 @@ class Uplink:
     def publish(self, topic, payload, retain=False):
         """Publish QoS 1; False (nothing sent) when disconnected or at the un-acknowledged cap."""
         client = self._client
-        if client is None or not self._connected.is_set() or self.unacked >= self.max_unacked:
+        if client is None or not self._connected.is_set() or (
+                len(self._inflight) >= self.max_unacked and self.unacked >= self.max_unacked):
             return False
         info = client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
@@ -223,7 +246,7 @@ class Uplink:
         with self._lock:
             if self._client is client:
                 self._client = None
-                self._inflight = []
+                self._inflight = collections.deque()
         if self._client is None and self._connected.is_set():
             self._connected.clear()
             self.counters["disconnects"] += 1
@@ -234,7 +257,7 @@ class Uplink:
             return
         with self._lock:
             self._client = client
-            self._inflight = []
+            self._inflight = collections.deque()
         client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)  # birth
         client.subscribe([(self.cmd_topic, SubscribeOptions(qos=1)), (self.ack_topic, SubscribeOptions(qos=1))])
         self.counters["connects"] += 1
@@ -255,6 +278,7 @@ class Uplink:
 
     def _on_publish(self, client, userdata, mid, reason, properties):
         self.counters["pubacks"] += 1
+        self._puback.set()
         if reason.is_failure:
             # E.g. not authorised: the record is not stored; it stays in the outbox and is resent later.
             self.counters["publish_rejected"] += 1

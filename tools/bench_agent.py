@@ -154,8 +154,7 @@ def drain(url, state_dir, expected, batch_records=500, confirmed=False):
                 raise RuntimeError("the drain did not finish in %.0f s" % (end - t0))
             if not up.connected:
                 raise RuntimeError("the uplink lost its connection during the drain")
-            if not up.can_publish():
-                time.sleep(0.0005)
+            if not up.wait_can_publish(0.005):
                 continue
             batch = ob.next_batch(max_records=batch_records, backlog_records=None)
             if batch is None:
