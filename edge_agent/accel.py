@@ -212,13 +212,19 @@ class Accelerometer:
         finally:
             self._open = False
 
-    def _restart_fifo(self):
-        """Empty the FIFO (bypass), select stream mode with the watermark, then measure."""
-        if self.chip is not None and self._recording_path is not None:
-            from sim import signals
+    def flush(self):
+        """Empty the FIFO while measuring goes on: start reading afresh (the reader calls it first).
 
-            # the simulated chip's recording follows the new rate, anti-aliased
-            self.chip.set_source(signals.recording(self._recording_path, self._rate_hz))
+        What was queued is discarded (counted in samples_discarded, not as an overrun):
+        between open() and the first read the FIFO may have filled (the agent builds its
+        uplink, GPS and indicator in between: 20 ms is a full FIFO at 1600 Hz).
+        """
+        if not self._open:
+            raise RuntimeError("Accelerometer.flush before open()")
+        self._empty_fifo()
+
+    def _empty_fifo(self):
+        """Discard the FIFO's entries (bypass), then stream mode with the watermark again."""
         try:
             entries = self._read_byte(_REG_FIFO_STATUS) & 0x3F
         except OSError:
@@ -226,6 +232,15 @@ class Accelerometer:
         self.samples_discarded += entries
         self._write(_REG_FIFO_CTL, _FIFO_MODE_BYPASS)
         self._write(_REG_FIFO_CTL, _FIFO_MODE_STREAM | self._watermark)
+
+    def _restart_fifo(self):
+        """Empty the FIFO (bypass), select stream mode with the watermark, then measure."""
+        if self.chip is not None and self._recording_path is not None:
+            from sim import signals
+
+            # the simulated chip's recording follows the new rate, anti-aliased
+            self.chip.set_source(signals.recording(self._recording_path, self._rate_hz))
+        self._empty_fifo()
         self._write(_REG_POWER_CTL, _POWER_MEASURE)
 
     # ---------------------------------------------------------------- bus

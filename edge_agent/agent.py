@@ -138,6 +138,15 @@ class Sampler(threading.Thread):
         self.join(5)
 
     def run(self):
+        # Start with an empty FIFO: what queued up since open() (the agent's start-up takes longer
+        # than a FIFO lasts at high rates) would show as an overrun that loses nothing of ours.
+        flush = getattr(self.accel, "flush", None)
+        if flush is not None:
+            try:
+                with self.lock:
+                    flush()
+            except Exception as e:  # I2C trouble: the first read will say so
+                log.warning("could not empty the FIFO before sampling: %s", e)
         next_t = time.monotonic()
         while not self._halt.is_set():
             if not self.paused.is_set():
