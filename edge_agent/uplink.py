@@ -52,6 +52,10 @@ def parse_url(url):
     return u.hostname, u.port or (8883 if tls else 1883), user, password, tls
 
 
+def _no_op(*args):
+    pass
+
+
 class Uplink:
     """A persistent-session MQTT 5 link for one device; see the module docstring."""
 
@@ -182,6 +186,12 @@ class Uplink:
         c.on_message = self._on_message
         c.on_publish = self._on_publish
         c.on_subscribe = self._on_subscribe
+        # With no external-loop write callback, paho's publish() writes the packet itself
+        # when called outside the network thread, so two threads take turns at the socket
+        # and at paho's locks for every message. Registering one (it need not do anything:
+        # publish() still wakes our loop() through paho's socket pair) leaves every write
+        # to the network thread: measured 7,000-7,400 against 4,800-6,400 msgs/s of 12 kB.
+        c.on_socket_register_write = _no_op
         return c
 
     def _run(self):
