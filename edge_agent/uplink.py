@@ -87,7 +87,7 @@ class Uplink:
         self.generation = 0          # +1 on every successful connect
         self.counters = {"connects": 0, "connect_failures": 0, "disconnects": 0, "published": 0,
                          "pubacks": 0, "publish_rejected": 0, "acks_received": 0, "acks_invalid": 0,
-                         "cmds_received": 0, "ignored_messages": 0}
+                         "cmds_received": 0, "ignored_messages": 0, "link_errors": 0}
         self.ack_topic = topics.topic(dev, "ack")
         self.cmd_topic = topics.topic(dev, "cmd")
         self.status_topic = topics.topic(dev, "status")
@@ -208,6 +208,12 @@ class Uplink:
                 ok = self._serve(client)
             except (OSError, ValueError) as e:
                 log.debug("connect to %s:%d failed: %s", self.host, self.port, e)
+            except Exception:
+                # A bug in paho or in our callbacks must not end the link for good (the agent
+                # would go on measuring into its outbox and never send again): log it, start afresh.
+                self.counters["link_errors"] += 1
+                log.exception("uplink: unexpected error on the connection to %s:%d; reconnecting",
+                              self.host, self.port)
             finally:
                 self._drop(client)
             if ok:
