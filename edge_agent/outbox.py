@@ -485,10 +485,12 @@ class Outbox:
         longer than resend_after_s, or made ready again by mark_all_unsent(). With
         live_first, live segments (made since the connection came up) come first,
         oldest first, and backlog only when no live one is ready; otherwise strictly
-        oldest first. backlog_records caps the size of a backlog batch (0: no backlog
-        now). kinds restricts the record kinds. A batch holds at most max_records
-        records and about max_bytes of payload: a segment longer than that is split
-        (its head is handed out, the rest stays a segment of its own).
+        oldest first. A backlog segment is handed out only if it holds at most
+        backlog_records records (0: no backlog now; a pacer passes what its budget
+        allows and waits for the budget to grow, so pacing never rewrites a segment).
+        kinds restricts the record kinds. A batch holds at most max_records records
+        and max_bytes of records: a segment longer than that is split (its head is
+        handed out, the rest stays a segment of its own).
         """
         self._requeue_stale()
         if kinds is not None:
@@ -496,20 +498,22 @@ class Outbox:
             if not kinds:
                 return None
         lanes = []
-        back_cap = max_records if backlog_records is None else min(max_records, backlog_records)
+        budget = None if backlog_records is None else backlog_records
         if live_first:
-            lanes.append((True, max_records))
-            lanes.append((False, back_cap))
+            lanes.append((True, None))
+            lanes.append((False, budget))
         else:
-            lanes.append((None, back_cap))
-        for lane, cap in lanes:
-            if cap < 1:
+            lanes.append((None, budget))
+        for lane, budget in lanes:
+            if budget is not None and budget < 1:
                 continue
             seg = self._first_unsent(lane, kinds)
             if seg is None:
                 continue
-            if seg[3] not in SINGLE and (seg[2] > cap or len(seg[6]) > max_bytes):
-                seg = self._split(seg, cap, max_bytes)
+            if seg[3] not in SINGLE and (seg[2] > max_records or len(seg[6]) > max_bytes):
+                seg = self._split(seg, max_records, max_bytes)
+            if budget is not None and seg[2] > budget and (lane is False or not self._lane((seg[0], seg[1]))):
+                continue                           # a backlog segment over the budget: wait
             if self._open is not None and self._open[0] == seg[0] and self._open[1] == seg[1]:
                 self._open = None                  # handed out: never appended to again
             key = (seg[0], seg[1])
@@ -579,6 +583,8 @@ class Outbox:
         k = len(head[3])
 
         self._ahead.clear()
+        if self._open is not None and self._open[0] == boot and self._open[1] == seq:
+            self._open = None                      # its row is rewritten: never append to it again
 
         def work(db):
             db.execute("DELETE FROM segments WHERE boot = ? AND seq = ?", (boot, seq))

@@ -198,8 +198,9 @@ def test_outbox_mark_all_unsent_resends_everything_as_backlog(state, clock):
     assert b.live and b.keys == [(boot, 4), (boot, 5)]
     box.mark_sent(b)
     assert box.next_batch(backlog_records=0) is None         # backlog held back
-    b = box.next_batch(backlog_records=3)
-    assert not b.live and b.keys == [(boot, 0), (boot, 1), (boot, 2)]
+    assert box.next_batch(backlog_records=3) is None         # a 4-record message is over the budget
+    b = box.next_batch(backlog_records=4)
+    assert not b.live and b.keys == [(boot, s) for s in range(4)]
 
 
 def test_outbox_live_records_come_before_backlog(state, clock):
@@ -422,14 +423,14 @@ def test_outbox_confirm_of_the_middle_of_a_segment_keeps_both_ends_sendable(stat
     assert got == [(i, T0 + 1000 * i, i) for i in (0, 1, 4, 5)]
 
 
-def test_outbox_backlog_cap_splits_a_segment_and_the_rest_follows(state):
+def test_outbox_max_records_splits_a_segment_and_the_rest_follows(state):
     box = open_box(state)
     boot = box.keys.boot
     box.enqueue("readings", readings(10))
     box.mark_all_unsent()                                     # as after a reconnect: all backlog
     sizes = []
     while True:
-        b = box.next_batch(backlog_records=4)
+        b = box.next_batch(max_records=4, backlog_records=4)
         if b is None:
             break
         box.mark_sent(b)
@@ -474,3 +475,19 @@ def test_outbox_moves_an_old_one_row_per_record_outbox_into_segments(state):
         out += [(d["boot"], r["seq"], r["ts"]) for r in d.get("records", [])] or [(d["boot"], d["seq"], d["ts"])]
     assert out == [(r[0], r[1], r[3]) for r in rows]
     assert box._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'records'").fetchone()[0] == 0
+
+
+def test_outbox_never_appends_to_a_segment_it_split(state):
+    box = open_box(state)
+    boot = box.keys.boot
+    for i in range(5):
+        box.enqueue("readings", [(T0 + i, "ntp", ["temp_c", float(i)])])
+    box.mark_all_unsent()                                     # the open segment is backlog now
+    assert box.next_batch(max_records=2, backlog_records=1) is None   # split 2 + 3, over the budget
+    box.enqueue("readings", [(T0 + 5, "ntp", ["temp_c", 5.0])])
+    assert box.keys_held() == [(boot, s) for s in range(6)]
+    got = []
+    for b in drain(box):
+        d = codec.decode(topics.topic(DEV, "readings"), b.payload(DEV), T0)
+        got += [(r["seq"], r["ts"], r["value"]) for r in d["records"]]
+    assert got == [(5, T0 + 5, 5.0)] + [(s, T0 + s, float(s)) for s in range(5)]   # live first
