@@ -491,3 +491,91 @@ def test_outbox_never_appends_to_a_segment_it_split(state):
         d = codec.decode(topics.topic(DEV, "readings"), b.payload(DEV), T0)
         got += [(r["seq"], r["ts"], r["value"]) for r in d["records"]]
     assert got == [(5, T0 + 5, 5.0)] + [(s, T0 + s, float(s)) for s in range(5)]   # live first
+
+
+# ---- a random walk against a model ------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(6))
+def test_outbox_random_operations_match_a_model(tmp_path, seed):
+    """Random enqueues (appends, kinds, time qualities), hand-outs, confirmations of whole,
+    partial and foreign ranges, resend timeouts, reconnects, reopens and drops: the outbox
+    always holds exactly the model's records, and every message carries them unchanged."""
+    rng = random.Random(seed)
+    state = str(tmp_path / "state")
+    clock = Clock()
+    max_records = rng.choice([40, 200, 10 ** 6])
+    box = open_box(state, clock, max_records=max_records, resend_after_s=30)
+    model = {}                          # (boot, seq) -> (kind, ts, tq, value)
+    order = []                          # keys in the order stored, for drop-oldest
+    sent = []                           # batches handed out and marked sent
+    drops = 0
+    for step in range(250):
+        op = rng.random()
+        if op < 0.45:
+            kind = rng.choice(["readings", "readings", "log", "fix"])
+            n = rng.choice([1, 1, 1, 2, 5, 30])
+            tq = rng.choice(["ntp", "ntp", "ntp", "gps"])
+            items, values = [], []
+            for i in range(n):
+                ts = T0 + step * 1000 + i
+                v = rng.randint(0, 10 ** 6)
+                body = {"readings": ["r", v], "log": ["info", "line %d" % v]}.get(kind) or \
+                    {"mode": 3, "lat_e7": v, "lon_e7": -v}
+                items.append((ts, tq, body))
+                values.append((kind, ts, tq, v))
+            keys = box.enqueue(kind, items)
+            for k, v in zip(keys, values):
+                model[k] = v
+                order.append(k)
+            over = len(model) - max_records
+            if over > 0:                                  # drop-oldest, as the outbox must
+                for k in sorted(model)[:over]:
+                    del model[k]
+                drops += over
+        elif op < 0.75:
+            b = box.next_batch(max_records=rng.choice([500, 500, 7]),
+                               backlog_records=rng.choice([None, None, 0, 3, 50]))
+            if b is not None:
+                payload = b.payload(DEV)
+                d = codec.decode(topics.topic(DEV, b.kind), payload, T0)
+                for r in d["records"]:
+                    kind, ts, tq, v = model[(d["boot"], r["seq"])]
+                    assert (b.kind, r["ts"], d["tq"]) == (kind, ts, tq)
+                    assert {"readings": lambda: r["value"], "log": lambda: int(r["text"].split()[1]),
+                            "fix": lambda: r["lat_e7"]}[kind]() == v
+                if rng.random() < 0.9:
+                    box.mark_sent(b)
+                    sent.append(b)
+        elif op < 0.88 and sent:
+            b = sent.pop(rng.randrange(len(sent)))
+            rs = b.ranges
+            if rng.random() < 0.3:                        # a confirmation covering part of it
+                boot, lo, hi = rs[0]
+                a = rng.randint(lo, hi)
+                rs = [(boot, a, rng.randint(a, hi))]
+            if rng.random() < 0.1:                        # or another boot's, or nothing known
+                rs = rs + [(rs[0][0] + 99, 0, 5)]
+            n = box.confirm(rs)
+            gone = [k for k in model if any(k[0] == bt and lo <= k[1] <= hi for bt, lo, hi in rs)]
+            for k in gone:
+                del model[k]
+            assert n == len(gone)
+        elif op < 0.93:
+            clock.t += rng.choice([5, 31])
+        elif op < 0.97:
+            box.mark_all_unsent()
+            sent = []
+        else:
+            box.close()
+            box = open_box(state, clock, max_records=max_records, resend_after_s=30)
+            sent = []
+        assert box.keys_held() == sorted(model)
+        assert box.depth() == len(model)
+    assert box.drops == drops
+    # Everything left comes out, each record once per hand-out round.
+    box.mark_all_unsent()
+    seen = []
+    for b in drain(box):
+        d = codec.decode(topics.topic(DEV, b.kind), b.payload(DEV), T0)
+        seen += [(d["boot"], r["seq"]) for r in d["records"]]
+    assert sorted(seen) == sorted(model) and len(seen) == len(set(seen))
