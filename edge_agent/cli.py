@@ -115,7 +115,8 @@ def run(conf):
     try:
         os.makedirs(state_dir, exist_ok=True)
         keys = KeySource(state_dir, floor=Outbox.max_boot_in(path))
-        outbox = Outbox(path, keys, conf["outbox"]["max_records"], conf["outbox"]["resend_after_s"])
+        outbox = Outbox(path, keys, conf["device"]["id"], max_records=conf["outbox"]["max_records"],
+                        resend_after_s=conf["outbox"]["resend_after_s"])
     except (KeyStateError, OutboxError, OSError) as e:
         print("edge-agent: cannot use the state directory %s: %s\n  Set outbox.state_dir or --state-dir to a "
               "writable directory." % (state_dir, getattr(e, "strerror", None) or e), file=sys.stderr)

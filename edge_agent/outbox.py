@@ -7,10 +7,9 @@ or when the outbox is full and the drop-oldest policy discards it (counted in a
 persistent `drops` counter).
 
 Segments. Records are stored as *segments*: runs of records of one kind and one
-time quality with consecutive keys, each row already holding the JSON of its
-records as the wire message carries them (`dt` relative to the segment's first
-record), so that one segment is exactly one message: sending it is one row read
-and one string join, and its confirmation deletes one row. enqueue() stores a
+time quality with consecutive keys, each row holding the finished wire message
+that carries them, so that one segment is exactly one message: sending it is one
+row read, and its confirmation deletes one row. enqueue() stores a
 call's records as one segment (split where a message would be too long), or
 appends them to the segment this process stored last, if that one continues the
 run and has not been handed out yet (an offline agent's one-record-per-pass
@@ -52,7 +51,7 @@ import logging
 import sqlite3
 import time
 
-from wire import codec
+from wire import codec, topics
 
 log = logging.getLogger("edge_agent.outbox")
 
@@ -60,7 +59,8 @@ KINDS = ("readings", "fix", "features", "log", "result", "wave")
 # Kinds whose message carries exactly one record.
 SINGLE = ("result", "wave")
 # Byte budget of one message's records: the contract limit less room for the envelope.
-DEFAULT_MAX_BYTES = codec.MAX_PAYLOAD - 2048
+ENVELOPE_ROOM = 2048
+DEFAULT_MAX_BYTES = codec.MAX_PAYLOAD - ENVELOPE_ROOM
 # enqueue() appends to the last segment only while its records stay below this size.
 APPEND_MAX_BYTES = 4096
 # Backlog segments next_batch() reads with one query.
@@ -74,9 +74,10 @@ CREATE TABLE IF NOT EXISTS segments (
     kind      TEXT NOT NULL,                -- readings / fix / features / log / result / wave
     tq        TEXT NOT NULL,                -- time quality: gps / ntp / rtc / none
     ts0       INTEGER NOT NULL,             -- time of the first record, ms (the message's t0)
-    body      BLOB NOT NULL,                -- the records' JSON items, dt relative to ts0, joined by ',';
-                                            -- result: the result's JSON; wave: the whole binary block
+    body      BLOB NOT NULL,                -- the wire message carrying the records (wave: the binary
+                                            -- block); result: the result's JSON (encoded when sent)
     queued_at REAL NOT NULL,                -- wall-clock seconds when the first record was enqueued
+    dev       TEXT NOT NULL,                -- the device id the message was built for
     PRIMARY KEY (boot, seq)
 );
 CREATE TABLE IF NOT EXISTS meta (
@@ -85,7 +86,7 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-_COLS = "boot, seq, n, kind, tq, ts0, body, queued_at"
+_COLS = "boot, seq, n, kind, tq, ts0, body, queued_at, dev"
 
 
 class OutboxError(Exception):
@@ -95,9 +96,9 @@ class OutboxError(Exception):
 class OutboxBatch:
     """One segment: a run of records of one kind with consecutive keys, ready to become one message."""
 
-    __slots__ = ("kind", "tq", "boot", "seq", "n", "ts0", "body", "live")
+    __slots__ = ("kind", "tq", "boot", "seq", "n", "ts0", "body", "live", "dev")
 
-    def __init__(self, kind, tq, boot, seq, n, ts0, body, live=None):
+    def __init__(self, kind, tq, boot, seq, n, ts0, body, live=None, dev=None):
         self.kind = kind
         self.tq = tq
         self.boot = boot
@@ -106,6 +107,7 @@ class OutboxBatch:
         self.ts0 = ts0            # time of the first record, ms
         self.body = body          # bytes: see the segments table
         self.live = live
+        self.dev = dev            # the device id body was built for
 
     def __len__(self):
         return self.n
@@ -128,8 +130,11 @@ class OutboxBatch:
             r = json.loads(self.body)
             return codec.encode_result(dev, self.boot, self.seq, self.ts0, self.tq, r["id"], r["cmd"], r["ok"],
                                        r.get("detail"), r.get("error"))
-        envelope = _ENCODERS[self.kind](dev, self.boot, self.seq, self.ts0, self.tq, [])
-        return b"".join((envelope[:-2], self.body, b"]}"))  # the envelope ends in '[]}'
+        if dev == self.dev:
+            return bytes(self.body)
+        # Stored under another device id (the device was renamed since): build it anew.
+        items = [_item(ts - self.ts0, text) for ts, text in _items(self.kind, self.ts0, self.body)]
+        return _message(dev, self.kind, self.boot, self.seq, self.ts0, self.tq, ",".join(items))
 
     def __repr__(self):
         return "<OutboxBatch %s %d:%d+%d%s>" % (self.kind, self.boot, self.seq, self.n, " live" if self.live else "")
@@ -137,6 +142,13 @@ class OutboxBatch:
 
 _ENCODERS = {"readings": codec.encode_readings, "fix": codec.encode_fixes,
              "features": codec.encode_features, "log": codec.encode_logs}
+_LIST_KEY = {"readings": "r", "fix": "f", "features": "w", "log": "l"}
+
+
+def _message(dev, kind, boot, seq, ts0, tq, items):
+    # The wire message of a batched kind carrying `items` (their JSON, joined by ',').
+    envelope = _ENCODERS[kind](dev, boot, seq, ts0, tq, [])
+    return b"".join((envelope[:-2], items.encode(), b"]}"))  # the envelope ends in '[]}'
 
 
 def _body_text(kind, body):
@@ -159,17 +171,22 @@ def _item(dt, text):
     return '{"dt":%d,%s' % (dt, text[1:])  # {...} -> {"dt": dt, ...}
 
 
-def _parse(seg):
-    # [(ts, text without dt)] of a segment of a batched kind (the slow path: cuts and splits).
+def _items(kind, ts0, message):
+    # [(ts, text without dt)] of the records in a message of a batched kind (the slow path).
     out = []
-    for it in json.loads(b"[" + bytes(seg[6]) + b"]"):
+    for it in json.loads(message)[_LIST_KEY[kind]]:
         if isinstance(it, list):
             dt, rest = it[0], it[1:]
         else:
             dt = it.pop("dt")
             rest = it
-        out.append((seg[5] + dt, json.dumps(rest, separators=(",", ":"), allow_nan=False)))
+        out.append((ts0 + dt, json.dumps(rest, separators=(",", ":"), allow_nan=False)))
     return out
+
+
+def _parse(seg):
+    # [(ts, text without dt)] of a segment of a batched kind: cuts and splits.
+    return _items(seg[3], seg[5], bytes(seg[6]))
 
 
 def _runs(records, max_records=codec.MAX_RECORDS, max_bytes=DEFAULT_MAX_BYTES):
@@ -221,11 +238,15 @@ def read_records(path, kind=None):
 class Outbox:
     """The durable queue of records; see the module docstring. Use from one thread."""
 
-    def __init__(self, path, keys, max_records=200000, resend_after_s=30.0, clock=time.time):
-        """path: the SQLite file; keys: a keys.KeySource; max_records: bound before dropping the oldest."""
+    def __init__(self, path, keys, dev, max_records=200000, resend_after_s=30.0, clock=time.time):
+        """path: the SQLite file; keys: a keys.KeySource; dev: the device id messages are built for;
+        max_records: bound before dropping the oldest."""
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
+        if not topics.valid_device_id(dev):
+            raise ValueError("invalid device id %r" % (dev,))
         self.path = path
+        self.dev = dev
         self.keys = keys
         self.max_records = max_records
         self.resend_after_s = resend_after_s
@@ -249,7 +270,7 @@ class Outbox:
         self.resends = 0          # records made ready again (timeout or reconnect) since open
         self.enqueued = 0         # records committed since open
         self.confirmed = 0        # records deleted by confirmations since open
-        self._open = None         # [boot, seq, n, kind, tq, ts0, body text]: the segment enqueue() may append to
+        self._open = None         # [boot, seq, n, kind, tq, ts0, items text, dev]: the segment enqueue() may append to
         self._sent = {}           # (boot, seq) of a sent segment -> (sent_at, n), in the order sent
         self._from = {}           # lane -> key: every segment of the lane before it is in _sent (or gone)
         self._ahead = collections.deque()  # the backlog's next segments, read ahead (see _first_unsent)
@@ -284,18 +305,19 @@ class Outbox:
             raise OutboxError("outbox %s: %s" % (self.path, e)) from None
         return result
 
-    @staticmethod
-    def _insert(db, boot, seq, n, kind, tq, ts0, body, queued_at):
-        db.execute("INSERT INTO segments (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?)" % _COLS,
-                   (boot, seq, n, kind, tq, ts0, body, queued_at))
+    def _insert(self, db, boot, seq, n, kind, tq, ts0, body, queued_at, dev=None):
+        db.execute("INSERT INTO segments (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)" % _COLS,
+                   (boot, seq, n, kind, tq, ts0, body, queued_at, dev or self.dev))
 
-    def _store_runs(self, db, boot, records, kind, queued_at):
+    def _store_runs(self, db, boot, records, kind, queued_at, dev=None):
         # Insert [(seq, ts, tq, text)] as segments; returns the last one as an appendable list.
+        dev = dev or self.dev
         last = None
         for seq, ts0, tq, items in _runs(records):
-            body = ",".join(items)
-            self._insert(db, boot, seq, len(items), kind, tq, ts0, body.encode(), queued_at)
-            last = [boot, seq, len(items), kind, tq, ts0, body]
+            n, items = len(items), ",".join(items)
+            self._insert(db, boot, seq, n, kind, tq, ts0, _message(dev, kind, boot, seq, ts0, tq, items),
+                         queued_at, dev)
+            last = [boot, seq, n, kind, tq, ts0, items, dev]
         return last
 
     def _migrate_records_table(self):
@@ -401,8 +423,8 @@ class Outbox:
                     if k:
                         self._ahead.clear()
                         db.execute("UPDATE segments SET n = ?, body = ? WHERE boot = ? AND seq = ?",
-                                   (o[2] + k, body.encode(), boot, o[1]))
-                        self._open = [boot, o[1], o[2] + k, kind, o[4], o[5], body]
+                                   (o[2] + k, _message(o[7], kind, boot, o[1], o[5], o[4], body), boot, o[1]))
+                        self._open = [boot, o[1], o[2] + k, kind, o[4], o[5], body, o[7]]
                         recs = recs[k:]
                 if recs:
                     self._open = self._store_runs(db, boot, recs, kind, now)
@@ -434,7 +456,7 @@ class Outbox:
 
     def _cut(self, db, seg, lo, hi):
         # Remove the records lo..hi (within the segment) from segment `seg`; returns how many.
-        boot, seq, n, kind, tq, ts0, body, queued = seg
+        boot, seq, n, kind, tq, ts0, body, queued, dev = seg
         lo, hi = max(lo, seq), min(hi, seq + n - 1)
         if lo > hi:
             return 0
@@ -447,7 +469,7 @@ class Outbox:
             recs = [(seq + i, ts, tq, text) for i, (ts, text) in enumerate(_parse(seg))]
             for part in (recs[:lo - seq], recs[hi - seq + 1:]):
                 if part:
-                    self._store_runs(db, boot, part, kind, queued)
+                    self._store_runs(db, boot, part, kind, queued, seg[8])
                     key = (boot, part[0][0])
                     lane = self._lane(key)
                     if self._from.get(lane) is not None and key < self._from[lane]:
@@ -478,7 +500,7 @@ class Outbox:
         return n
 
     def next_batch(self, max_records=codec.MAX_RECORDS, live_first=True, backlog_records=None,
-                   kinds=None, max_bytes=DEFAULT_MAX_BYTES):
+                   kinds=None, max_bytes=codec.MAX_PAYLOAD):
         """The next segment to send, or None.
 
         Candidates are segments not sent on this connection, sent and unconfirmed for
@@ -489,8 +511,8 @@ class Outbox:
         backlog_records records (0: no backlog now; a pacer passes what its budget
         allows and waits for the budget to grow, so pacing never rewrites a segment).
         kinds restricts the record kinds. A batch holds at most max_records records
-        and max_bytes of records: a segment longer than that is split (its head is
-        handed out, the rest stays a segment of its own).
+        in at most max_bytes: a segment longer than that is split (its head is handed
+        out, the rest stays a segment of its own).
         """
         self._requeue_stale()
         if kinds is not None:
@@ -517,7 +539,7 @@ class Outbox:
             if self._open is not None and self._open[0] == seg[0] and self._open[1] == seg[1]:
                 self._open = None                  # handed out: never appended to again
             key = (seg[0], seg[1])
-            return OutboxBatch(seg[3], seg[4], seg[0], seg[1], seg[2], seg[5], bytes(seg[6]), self._lane(key))
+            return OutboxBatch(seg[3], seg[4], seg[0], seg[1], seg[2], seg[5], seg[6], self._lane(key), seg[8])
         return None
 
     def _first_unsent(self, lane, kinds):
@@ -577,9 +599,9 @@ class Outbox:
 
     def _split(self, seg, cap, max_bytes):
         # Cut a segment so its head holds at most cap records within max_bytes; returns the head.
-        boot, seq, n, kind, tq, ts0, body, queued = seg
+        boot, seq, n, kind, tq, ts0, body, queued, dev = seg
         recs = [(seq + i, ts, tq, text) for i, (ts, text) in enumerate(_parse(seg))]
-        head = next(_runs(recs, max_records=cap, max_bytes=max_bytes))
+        head = next(_runs(recs, max_records=cap, max_bytes=max_bytes - ENVELOPE_ROOM))
         k = len(head[3])
 
         self._ahead.clear()
@@ -588,10 +610,10 @@ class Outbox:
 
         def work(db):
             db.execute("DELETE FROM segments WHERE boot = ? AND seq = ?", (boot, seq))
-            self._store_runs(db, boot, recs[:k], kind, queued)
-            self._store_runs(db, boot, recs[k:], kind, queued)
+            self._store_runs(db, boot, recs[:k], kind, queued, dev)
+            self._store_runs(db, boot, recs[k:], kind, queued, dev)
         self._write(False, work)
-        return (boot, seq, k, kind, tq, ts0, ",".join(head[3]).encode(), queued)
+        return (boot, seq, k, kind, tq, ts0, _message(dev, kind, boot, seq, ts0, tq, ",".join(head[3])), queued, dev)
 
     def mark_sent(self, batch):
         """Record that this OutboxBatch was just published (kept in memory: see the module docstring)."""

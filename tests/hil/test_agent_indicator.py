@@ -162,7 +162,8 @@ class RunningAgent:
         # The outbox (SQLite) belongs to the thread that runs the agent, as in edge-agent run.
         conf, dev = self.conf, self.dev
         keys = KeySource(conf["outbox"]["state_dir"], floor=Outbox.max_boot_in(self.db_path))
-        outbox = Outbox(self.db_path, keys, conf["outbox"]["max_records"], conf["outbox"]["resend_after_s"])
+        outbox = Outbox(self.db_path, keys, conf["device"]["id"], max_records=conf["outbox"]["max_records"],
+                        resend_after_s=conf["outbox"]["resend_after_s"])
         m = conf["mqtt"]
 
         def make_uplink(status_payload, on_ack, on_command):

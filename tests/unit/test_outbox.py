@@ -58,7 +58,7 @@ def clock():
 
 def open_box(state, clock=None, **kw):
     ks = KeySource(state, floor=Outbox.max_boot_in(os.path.join(state, "outbox.db")))
-    return Outbox(os.path.join(state, "outbox.db"), ks, clock=clock or time.time, **kw)
+    return Outbox(os.path.join(state, "outbox.db"), ks, kw.pop("dev", DEV), clock=clock or time.time, **kw)
 
 
 # ---- keys ------------------------------------------------------------------------
@@ -291,7 +291,7 @@ WRITER = textwrap.dedent("""
     from edge_agent.keys import KeySource
     from edge_agent.outbox import Outbox
     path = os.path.join(%(state)r, "outbox.db")
-    box = Outbox(path, KeySource(%(state)r, floor=Outbox.max_boot_in(path)))
+    box = Outbox(path, KeySource(%(state)r, floor=Outbox.max_boot_in(path)), "pump-07")
     print("ready", flush=True)
     i = 0
     while True:
@@ -393,7 +393,8 @@ def test_outbox_appends_stop_at_the_size_cap_and_at_a_new_time_quality(state):
     assert sum(s[2] for s in segs) == 401 and len(segs) > 2
     assert segs[-1][2] == 1                                   # the gps one stands alone
     for b in drain(box):
-        assert len(b.body) <= APPEND_MAX_BYTES
+        empty = codec.encode_readings(DEV, b.boot, b.seq, b.ts0, b.tq, [])
+        assert len(b.payload(DEV)) - len(empty) <= APPEND_MAX_BYTES     # the records' part
         codec.decode("fieldwatch/v1/%s/telemetry/readings" % DEV, b.payload(DEV), T0)
 
 
@@ -579,3 +580,17 @@ def test_outbox_random_operations_match_a_model(tmp_path, seed):
         d = codec.decode(topics.topic(DEV, b.kind), b.payload(DEV), T0)
         seen += [(d["boot"], r["seq"]) for r in d["records"]]
     assert sorted(seen) == sorted(model) and len(seen) == len(set(seen))
+
+
+def test_outbox_messages_stored_under_an_old_device_id_go_out_under_the_new_one(state):
+    box = open_box(state, dev="pump-old")
+    boot = box.keys.boot
+    box.enqueue("readings", readings(3))
+    box.enqueue("fix", [(T0 + 9, "gps", {"mode": 3, "lat_e7": 1, "lon_e7": 2})])
+    box.close()
+    box = open_box(state, dev="pump-new")                     # renamed in the config since
+    for b in drain(box):
+        d = codec.decode(topics.topic("pump-new", b.kind), b.payload("pump-new"), T0)
+        assert d["boot"] == boot and [r["seq"] for r in d["records"]] == [k[1] for k in b.keys]
+    with pytest.raises(ValueError):
+        open_box(state, dev="no/slashes")
