@@ -12,7 +12,9 @@ Starts a private Mosquitto (tests/harness/broker.py), then measures:
       `flush` command, until every message is PUBACKed. No collector runs, so the
       drain ends at PUBACK, not at the collector's delivery confirmation (which
       would add the collector's and PostgreSQL's cost: tools/bench_ingest.py);
-      nobody subscribes to the telemetry topics in (b) or (c);
+      nobody subscribes to the telemetry topics in (b) or (c). (b) and (c) run in
+      turns, --rounds times (default 3), and the figures are the medians: the
+      load of a shared machine drifts within a minute;
   (c') with --with-collector: the same backlog again to the real collector and a
       private PostgreSQL (tests/harness), until its delivery confirmations have
       emptied the outbox; fails unless the database holds one row per reading;
@@ -34,6 +36,7 @@ import os
 import queue
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,7 +69,7 @@ def open_outbox(state_dir, max_records):
     os.makedirs(state_dir, exist_ok=True)
     path = os.path.join(state_dir, "outbox.db")
     keys = KeySource(state_dir, floor=Outbox.max_boot_in(path))
-    return Outbox(path, keys, max_records=max_records)
+    return Outbox(path, keys, DEVICE, max_records=max_records)
 
 
 # ---- (a) ------------------------------------------------------------------------------
@@ -306,9 +309,6 @@ def run(args):
 
         payload = full_batch_payload(os.path.join(work, "p"), args.batch_records)
         res["message_bytes"] = len(payload)
-        progress("(b) raw QoS 1 publish: %d messages of %d bytes" % (args.raw_messages, len(payload)))
-        res["raw_publish_msgs_per_s"] = raw_publish(broker.url, topics.topic("bench-raw", "readings"), payload, args.raw_messages)
-        res["raw_publish_readings_per_s"] = res["raw_publish_msgs_per_s"] * args.batch_records
         single = codec.encode_readings("bench-raw", 1, 0, int(time.time() * 1000), "ntp", [[0] + reading(0)])
         res["raw_single_message_bytes"] = len(single)
         progress("(b) raw QoS 1 publish: %d messages of one reading (%d bytes), for comparison"
@@ -317,10 +317,24 @@ def run(args):
 
         progress("(c) storing a backlog of %d readings" % args.backlog)
         res["backlog_fill_readings_per_s"] = fill_backlog(os.path.join(work, "c"), args.backlog)
-        progress("(c) draining it through the uplink")
-        (res["drain_msgs_per_s"], res["drain_readings_per_s"], res["drain_messages"], res["drain_readings"],
-         full) = drain(broker.url, os.path.join(work, "c"), args.backlog, args.batch_records)
-        res["drain_ratio"] = res["drain_msgs_per_s"] / res["raw_publish_msgs_per_s"]
+        # (b) and (c) take turns, --rounds times: the machine's load drifts, and a ratio of
+        # two figures measured a minute apart would mostly measure the drift. Without
+        # confirmations the backlog stays in the outbox, so every round drains all of it.
+        raws, drains = [], []
+        for r in range(args.rounds):
+            progress("round %d of %d: (b) raw QoS 1 publish, %d messages of %d bytes"
+                     % (r + 1, args.rounds, args.raw_messages, len(payload)))
+            raws.append(raw_publish(broker.url, topics.topic("bench-raw", "readings"), payload, args.raw_messages))
+            progress("round %d of %d: (c) draining the backlog through the uplink" % (r + 1, args.rounds))
+            drains.append(drain(broker.url, os.path.join(work, "c"), args.backlog, args.batch_records))
+        res["rounds"] = [{"raw_publish_msgs_per_s": a, "drain_msgs_per_s": d[0], "drain_ratio": d[0] / a}
+                         for a, d in zip(raws, drains)]
+        res["raw_publish_msgs_per_s"] = statistics.median(raws)
+        res["raw_publish_readings_per_s"] = res["raw_publish_msgs_per_s"] * args.batch_records
+        res["drain_msgs_per_s"] = statistics.median(d[0] for d in drains)
+        res["drain_readings_per_s"] = statistics.median(d[1] for d in drains)
+        res["drain_messages"], res["drain_readings"] = drains[0][2], drains[0][3]
+        res["drain_ratio"] = statistics.median(r["drain_ratio"] for r in res["rounds"])
         res["backlog_readings"] = args.backlog
         if args.with_collector:
             res.update(confirmed_drain(broker, os.path.join(work, "c"), args.backlog, args.batch_records))
@@ -343,16 +357,17 @@ def table(res):
     """The result as a text table, targets beside the figures."""
     def verdict(ok):
         return "met" if ok else "NOT met"
+    med = " (median)" if len(res["rounds"]) > 1 else ""
     rows = [
         ("(a) outbox enqueue, 1 reading per durable commit", res["outbox_enqueue_per_s"], "readings/s", ""),
         ("(a) outbox enqueue, %d readings per durable commit" % res["outbox_enqueue_batch"],
          res["outbox_enqueue_batched_per_s"], "readings/s", ""),
-        ("(b) raw QoS 1 publish, bare paho (%s B messages)" % fmt(res["message_bytes"]),
+        ("(b) raw QoS 1 publish, bare paho (%s B messages)%s" % (fmt(res["message_bytes"]), med),
          res["raw_publish_msgs_per_s"], "msgs/s", ""),
         ("(b) the same, one reading per message (%s B), for comparison" % fmt(res["raw_single_message_bytes"]),
          res["raw_single_publish_msgs_per_s"], "msgs/s", ""),
         ("(c) backlog stored (500 readings per commit)", res["backlog_fill_readings_per_s"], "readings/s", ""),
-        ("(c) drain outbox -> uplink -> PUBACK (no collector ack)", res["drain_msgs_per_s"], "msgs/s", ""),
+        ("(c) drain outbox -> uplink -> PUBACK (no collector ack)%s" % med, res["drain_msgs_per_s"], "msgs/s", ""),
         ("(c)   the same in readings (%s readings, %s msgs)" % (fmt(res["drain_readings"]),
                                                               fmt(res["drain_messages"])),
          res["drain_readings_per_s"], "readings/s", ""),
@@ -361,7 +376,7 @@ def table(res):
                                                                fmt(res["drain_confirmed_resent_readings"])),
              res["drain_confirmed_readings_per_s"], "readings/s", "")]
           if "drain_confirmed_msgs_per_s" in res else []),
-        ("(c) drain / raw (msgs/s, same message size)", res["drain_ratio"], "x",
+        ("(c) drain / raw (msgs/s, same message size)%s" % med, res["drain_ratio"], "x",
          ">= %.1f: %s" % (TARGET_RATIO, verdict(res["drain_ratio"] >= TARGET_RATIO))),
         ("(d) agent CPU at %s Hz, %g s (one core = 100)" % (fmt(res["agent_rate_hz"]), res["agent_seconds"]),
          res["cpu_percent"], "%", "<= %.0f: %s" % (TARGET_CPU_PERCENT, verdict(res["cpu_percent"] <= TARGET_CPU_PERCENT))),
@@ -371,9 +386,14 @@ def table(res):
          "", ""),
     ]
     lines = ["", "%-58s %12s %-10s %s" % ("measure", "value", "unit", "target"), "-" * 98]
+
     for name, value, unit, target in rows:
         lines.append("%-58s %12s %-10s %s" % (name, fmt(value), unit, target))
     lines.append("")
+    if len(res["rounds"]) > 1:
+        lines.append("(b) and (c) ran in turns; each round's raw and drain msgs/s and their ratio:")
+        lines.append("    " + "; ".join("%s, %s, %.2f" % (fmt(r["raw_publish_msgs_per_s"]), fmt(r["drain_msgs_per_s"]),
+                                                      r["drain_ratio"]) for r in res["rounds"]))
     lines.append("(c) ends at the broker's PUBACK: no collector runs, so the collector's delivery confirmation")
     lines.append("    is not part of it%s. Unpaced, as after `flush`;" % (
         " ((c') is: --with-collector)" if "drain_confirmed_msgs_per_s" in res else " (add it with --with-collector)"))
@@ -388,7 +408,8 @@ def main(argv=None):
     p.add_argument("--backlog", type=int, help="readings in the backlog for (c) (default 1,000,000; --quick 20,000)")
     p.add_argument("--batch-records", type=int, default=500,
                    help="readings per message, as outbox.batch_records (default %(default)s, the contract's limit)")
-    p.add_argument("--raw-messages", type=int, help="messages for (b) (default 10,000; --quick 500)")
+    p.add_argument("--raw-messages", type=int, help="messages for (b), per round (default 4,000; --quick 500)")
+    p.add_argument("--rounds", type=int, help="rounds of (b) then (c); figures are medians (default 3; --quick 1)")
     p.add_argument("--enqueue-seconds", type=float, help="duration of each (a) run, s (default 5; --quick 1)")
     p.add_argument("--enqueue-batch", type=int, default=100, help="readings per call in the batched (a) run (default %(default)s)")
     p.add_argument("--rate-hz", type=float, default=1600,
@@ -402,7 +423,7 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
     q = args.quick
-    for name, full, quick in (("backlog", 1000000, 20000), ("raw_messages", 10000, 500),
+    for name, full, quick in (("backlog", 1000000, 20000), ("raw_messages", 4000, 500), ("rounds", 3, 1),
                               ("enqueue_seconds", 5.0, 1.0), ("cpu_seconds", 20.0, 3.0)):
         if getattr(args, name) is None:
             setattr(args, name, quick if q else full)
@@ -411,8 +432,8 @@ def main(argv=None):
         problems.append("--backlog must be at least 1")
     if not 1 <= args.batch_records <= codec.MAX_RECORDS:
         problems.append("--batch-records must be 1..%d (the wire contract's limit)" % codec.MAX_RECORDS)
-    if args.raw_messages < 1 or args.enqueue_batch < 1:
-        problems.append("--raw-messages and --enqueue-batch must be at least 1")
+    if args.raw_messages < 1 or args.enqueue_batch < 1 or args.rounds < 1:
+        problems.append("--raw-messages, --rounds and --enqueue-batch must be at least 1")
     if args.enqueue_seconds <= 0 or args.cpu_seconds <= 0:
         problems.append("--enqueue-seconds and --cpu-seconds must be above 0")
     if args.rate_hz not in codec.ADXL_RATES_HZ:
