@@ -136,7 +136,7 @@ SCHEMA = {
         "rate_hz": cfg.Setting(800, rate_hz, "output data rate, Hz (ADXL345 rates; <= 800 on I2C)"),
         "range_g": cfg.Setting(4, range_g, "full-scale range, g"),
         "watermark": cfg.Setting(16, cfg.at_least(1), "FIFO watermark, samples (1..31)"),
-        "poll_ms": cfg.Setting(20, cfg.at_least(1), "FIFO read interval, ms (the 32-sample FIFO lasts 40 ms at 800 Hz)"),
+        "poll_ms": cfg.Setting(20, cfg.at_least(1), "FIFO read interval, ms, at most: the agent reads when the 32-sample FIFO is half full (20 ms at 800 Hz, 10 ms at 1600 Hz) if that is sooner"),
         "sim_source": cfg.Setting("synthetic", help="simulated chip's signal: synthetic (pump bearing), counter, rest (1 g on z), or the path of a CWRU CSV recording"),
     },
     "features": {
