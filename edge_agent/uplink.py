@@ -119,6 +119,8 @@ class Uplink:
         """Block until publish() would accept a message (True), or timeout / not connected (False).
 
         Wakes on the PUBACK that frees a slot, as a publisher blocking on its window would."""
+        if self.can_publish():
+            return True
         end = time.monotonic() + timeout
         while True:
             self._puback.clear()
