@@ -429,20 +429,22 @@ class Outbox:
                 if recs:
                     self._open = self._store_runs(db, boot, recs, kind, now)
             excess = self._depth + n - self.max_records
-            return self._drop_oldest(db, excess) if excess > 0 else 0
+            return self._drop_oldest(db, excess) if excess > 0 else (0, [])
 
-        dropped = self._write(True, work)
+        dropped, ranges = self._write(True, work)
         self._depth += n - dropped
         self.enqueued += n
         if dropped:
             self._drops += dropped
             self.drops_since_open += dropped
-            log.warning("outbox full (%d records): dropped the %d oldest", self.max_records, dropped)
+            log.warning("outbox full (%d records): dropped the %d oldest: %s", self.max_records, dropped,
+                        ", ".join("%d:%d-%d" % r for r in ranges))
         return [(boot, first + i) for i in range(n)]
 
     def _drop_oldest(self, db, excess):
-        # Delete the `excess` oldest records (cutting the last segment touched); returns how many.
-        dropped = 0
+        # Delete the `excess` oldest records (cutting the last segment touched);
+        # returns (how many, their keys as [(boot, first, last)]).
+        dropped, ranges = 0, []
         while dropped < excess:
             seg = db.execute("SELECT %s FROM segments ORDER BY boot, seq LIMIT 1" % _COLS).fetchone()
             if seg is None:
@@ -450,9 +452,13 @@ class Outbox:
             boot, seq, n = seg[0], seg[1], seg[2]
             take = min(n, excess - dropped)
             dropped += self._cut(db, seg, seq, seq + take - 1)
+            if ranges and ranges[-1][0] == boot and ranges[-1][2] + 1 == seq:
+                ranges[-1][2] = seq + take - 1
+            else:
+                ranges.append([boot, seq, seq + take - 1])
         db.execute("INSERT INTO meta (name, value) VALUES ('drops', ?) "
                    "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (dropped,))
-        return dropped
+        return dropped, [tuple(r) for r in ranges]
 
     def _cut(self, db, seg, lo, hi):
         # Remove the records lo..hi (within the segment) from segment `seg`; returns how many.

@@ -271,3 +271,39 @@ def test_agent_sigkilled_at_random_moments_loses_and_duplicates_nothing(fresh_br
         assert index == list(range(index[0], index[0] + n)), "samples lost or repeated in a waveform block"
     # The kills left unconfirmed records behind, which later boots delivered.
     assert sum(int(n) for n in re.findall(r"outbox holds (\d+) records\n", out)) > 0
+
+
+def test_agent_outbox_full_drops_the_oldest_counts_and_reports_them(fresh_broker, fresh_db, agent_factory,
+                                                                   collector_factory):
+    """Outbox bound 100 records, broker away ~8 s at ~21 records/s: the oldest are dropped, every
+    drop is logged and reported in the status (devices.buf_drops), and nothing else is lost."""
+    collector_factory(fresh_broker.url, fresh_db)
+    agent = agent_factory("pi-full", fresh_broker.url, {"EDGE_AGENT_OUTBOX_MAX_RECORDS": "100"}).start()
+    agent.wait_for_log("connected to")
+    time.sleep(1.0)
+    fresh_broker.stop()
+    time.sleep(8.0)
+    fresh_broker.start()
+    agent.wait_for_log("connection 2:", timeout=15)
+    back = max(s for _, s in agent.stored_keys())          # stored before the broker came back
+    time.sleep(2.0)
+    assert agent.terminate() == 0
+    out = agent.output()
+    dropped, dropped_keys = 0, set()
+    for n, ranges in re.findall(r"outbox full \(100 records\): dropped the (\d+) oldest: ([-0-9:, ]+)\n", out):
+        dropped += int(n)
+        for r in ranges.split(", "):
+            boot, span = r.split(":")
+            lo, hi = span.split("-")
+            dropped_keys.update((int(boot), s) for s in range(int(lo), int(hi) + 1))
+    assert dropped > 20 and len(dropped_keys) == dropped and "Traceback" not in out
+    keys = db_keys(fresh_db, agent.dev)
+    assert len(keys) == len(set(keys)), "duplicate keys in the database"
+    missing = agent.stored_keys() - set(keys)
+    # Nothing is lost but what was counted and named as dropped (some of those had reached the
+    # database already: their confirmation was lost with the broker), and old records go, not new ones.
+    assert missing and missing <= dropped_keys
+    assert max(s for _, s in dropped_keys) < back
+    assert agent.outbox_depth() == 0
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT buf_drops FROM devices WHERE device_id = %s", (agent.dev,)).fetchone() == (dropped,)
