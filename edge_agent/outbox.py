@@ -437,8 +437,10 @@ class Outbox:
         if dropped:
             self._drops += dropped
             self.drops_since_open += dropped
-            log.warning("outbox full (%d records): dropped the %d oldest: %s", self.max_records, dropped,
-                        ", ".join("%d:%d-%d" % r for r in ranges))
+            shown = ", ".join("%d:%d-%d" % r for r in ranges[:20])
+            if len(ranges) > 20:
+                shown += " and %d more ranges" % (len(ranges) - 20)
+            log.warning("outbox full (%d records): dropped the %d oldest: %s", self.max_records, dropped, shown)
         return [(boot, first + i) for i in range(n)]
 
     def _drop_oldest(self, db, excess):
