@@ -49,7 +49,7 @@ from edge_agent.keys import KeySource
 from edge_agent.outbox import Outbox
 from edge_agent.uplink import Uplink, parse_url
 from tests.harness.broker import Broker
-from tools.benchlib import finish, fmt, proc_cpu_s, proc_rss_mb, progress, raw_publish
+from tools.benchlib import finish, fmt, proc_cpu_s, proc_rss_mb, proc_smaps_mb, progress, raw_publish
 from wire import codec, topics
 
 DEVICE = "bench-agent"
@@ -266,6 +266,7 @@ def agent_load(url, state_dir, rate_hz, seconds, startup_timeout=60):
             time.sleep(0.25)
         c1, t1 = proc_cpu_s(proc.pid), time.monotonic()
         rss, hwm = proc_rss_mb(proc.pid)
+        pss, private, shared = proc_smaps_mb(proc.pid)
         proc.terminate()
         proc.wait(30)
     finally:
@@ -284,7 +285,7 @@ def agent_load(url, state_dir, rate_hz, seconds, startup_timeout=60):
             pass
     os.unlink(log.name)
     return (100.0 * (c1 - c0) / (t1 - t0), max(rss, peak_rss), hwm, health.get("fifo_overruns"),
-            health.get("windows"))
+            health.get("windows"), pss, private, shared)
 
 
 # ---- the run ---------------------------------------------------------------------------
@@ -342,7 +343,7 @@ def run(args):
 
         progress("(d) edge-agent on the simulated chip at %s Hz for %.0f s" % (args.rate_hz, args.cpu_seconds))
         (res["cpu_percent"], res["rss_mb"], res["rss_peak_mb"], res["agent_fifo_overruns"],
-         res["agent_windows"]) = agent_load(broker.url, os.path.join(work, "d"), args.rate_hz, args.cpu_seconds)
+         res["agent_windows"], res["pss_mb"], res["private_mb"], res["shared_clean_mb"]) = agent_load(broker.url, os.path.join(work, "d"), args.rate_hz, args.cpu_seconds)
         res["agent_rate_hz"] = args.rate_hz
         res["agent_seconds"] = args.cpu_seconds
     finally:
@@ -382,6 +383,8 @@ def table(res):
          res["cpu_percent"], "%", "<= %.0f: %s" % (TARGET_CPU_PERCENT, verdict(res["cpu_percent"] <= TARGET_CPU_PERCENT))),
         ("(d) agent RSS", res["rss_mb"], "MB", "<= %.0f: %s" % (TARGET_RSS_MB, verdict(res["rss_mb"] <= TARGET_RSS_MB))),
         ("(d) agent peak RSS (VmHWM)", res["rss_peak_mb"], "MB", ""),
+        ("(d)   of RSS: private / shared clean (libraries) / PSS", "%s / %s / %s" % (
+            fmt(res["private_mb"]), fmt(res["shared_clean_mb"]), fmt(res["pss_mb"])), "MB", ""),
         ("(d) agent FIFO overruns / feature windows", "%s / %s" % (res["agent_fifo_overruns"], res["agent_windows"]),
          "", ""),
     ]

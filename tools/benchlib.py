@@ -42,6 +42,19 @@ def proc_rss_mb(pid):
     return out.get("VmRSS", 0.0), out.get("VmHWM", 0.0)
 
 
+def proc_smaps_mb(pid):
+    """(Pss, private = Private_Clean + Private_Dirty, shared clean file pages) of a process in MB,
+    from /proc/PID/smaps_rollup: what RSS is made of."""
+    out = {}
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                out[parts[0].rstrip(":")] = int(parts[1]) / 1024.0
+    return (out.get("Pss", 0.0), out.get("Private_Clean", 0.0) + out.get("Private_Dirty", 0.0),
+            out.get("Shared_Clean", 0.0))
+
+
 def raw_publish(url, topic, payload, messages, window=100, protocol=paho.MQTTv5, warmup=0):
     """msgs/s of a bare paho client publishing `messages` QoS 1 messages, at most `window`
     un-acknowledged (1: wait for each PUBACK); `warmup` messages are sent first, untimed."""
