@@ -13,7 +13,7 @@ Starts a private Mosquitto (tests/harness/broker.py), then measures:
       drain ends at PUBACK, not at the collector's delivery confirmation (which
       would add the collector's and PostgreSQL's cost: tools/bench_ingest.py);
       nobody subscribes to the telemetry topics in (b) or (c). (b) and (c) run in
-      turns, --rounds times (default 3), and the figures are the medians: the
+      turns, --rounds times (default 5), and the figures are the medians: the
       load of a shared machine drifts within a minute;
   (c') with --with-collector: the same backlog again to the real collector and a
       private PostgreSQL (tests/harness), until its delivery confirmations have
@@ -412,7 +412,7 @@ def main(argv=None):
     p.add_argument("--batch-records", type=int, default=500,
                    help="readings per message, as outbox.batch_records (default %(default)s, the contract's limit)")
     p.add_argument("--raw-messages", type=int, help="messages for (b), per round (default 4,000; --quick 500)")
-    p.add_argument("--rounds", type=int, help="rounds of (b) then (c); figures are medians (default 3; --quick 1)")
+    p.add_argument("--rounds", type=int, help="rounds of (b) then (c); figures are medians (default 5; --quick 1)")
     p.add_argument("--enqueue-seconds", type=float, help="duration of each (a) run, s (default 5; --quick 1)")
     p.add_argument("--enqueue-batch", type=int, default=100, help="readings per call in the batched (a) run (default %(default)s)")
     p.add_argument("--rate-hz", type=float, default=1600,
@@ -426,7 +426,7 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
     q = args.quick
-    for name, full, quick in (("backlog", 1000000, 20000), ("raw_messages", 4000, 500), ("rounds", 3, 1),
+    for name, full, quick in (("backlog", 1000000, 20000), ("raw_messages", 4000, 500), ("rounds", 5, 1),
                               ("enqueue_seconds", 5.0, 1.0), ("cpu_seconds", 20.0, 3.0)):
         if getattr(args, name) is None:
             setattr(args, name, quick if q else full)
