@@ -9,15 +9,15 @@ persistent `drops` counter).
 Segments. Records are stored as *segments*: runs of records of one kind and one
 time quality with consecutive keys, each row holding the finished wire message
 that carries them, so that one segment is exactly one message: sending it is one
-row read, and its confirmation deletes one row. enqueue() stores a
-call's records as one segment (split where a message would be too long), or
-appends them to the segment this process stored last, if that one continues the
-run and has not been handed out yet (an offline agent's one-record-per-pass
-writes add up to real messages instead of one message per record; appends stop
-at APPEND_MAX_BYTES so that rewriting the row stays cheap on an SD card). A
-segment is never changed once it has been handed out, so a confirmation covers
-whole segments; one that covers part of a segment (or a drop of part of one)
-cuts the segment, which costs a parse and is rare.
+row read, and its confirmation deletes one row. enqueue() stores a call's
+records as one segment (split where a message would be too long), or appends
+them to the segment this process stored last, if that one continues the run and
+has not been handed out yet: an offline agent's one-record-per-pass writes add
+up to real messages instead of one message per record. An append rewrites the
+row's message, so appends stop at APPEND_MAX_BYTES of records (cheap on an SD
+card). A segment is never changed once it has been handed out, so a confirmation
+covers whole segments; one that covers part of a segment (or a drop of part of
+one) cuts it, which costs a parse and is rare.
 
 Durability. The database runs in WAL mode. A commit with `synchronous=NORMAL`
 survives a killed process (the WAL is in the OS page cache) but not a power cut:
@@ -27,7 +27,7 @@ are the common failure, so enqueue() commits with `synchronous=FULL`: the WAL is
 fsynced before commit returns, and "enqueue returned" means "on the card". That
 costs one fsync per transaction, which is why enqueue() takes many records at a
 time (one transaction, one fsync for the lot). Changes that are safe to lose --
-confirm(), and splitting a segment when a smaller batch is asked for -- commit
+confirm(), and splitting a segment longer than the batch asked for -- commit
 with NORMAL: losing them after a power cut only means a record is sent again,
 and the collector stores every key once. WAL keeps the log append-only and each
 transaction atomic, so a lost NORMAL commit can never take an earlier FULL one
@@ -527,13 +527,7 @@ class Outbox:
             kinds = [k for k in kinds if k in KINDS]
             if not kinds:
                 return None
-        lanes = []
-        budget = None if backlog_records is None else backlog_records
-        if live_first:
-            lanes.append((True, None))
-            lanes.append((False, budget))
-        else:
-            lanes.append((None, budget))
+        lanes = [(True, None), (False, backlog_records)] if live_first else [(None, backlog_records)]
         for lane, budget in lanes:
             if budget is not None and budget < 1:
                 continue
