@@ -655,9 +655,11 @@ class Outbox:
                         self._open = None
                 # Segments the range covers only in part (rare: see the module docstring).
                 for edge in (lo - 1, hi):
-                    seg = db.execute("SELECT %s FROM segments WHERE boot = ? AND seq <= ? ORDER BY seq DESC LIMIT 1"
-                                     % _COLS, (boot, edge)).fetchone()
-                    if seg is not None and seg[1] + seg[2] - 1 >= lo and seg[1] <= hi:
+                    near = db.execute("SELECT seq, n FROM segments WHERE boot = ? AND seq <= ? ORDER BY seq DESC "
+                                      "LIMIT 1", (boot, edge)).fetchone()
+                    if near is not None and near[0] + near[1] - 1 >= lo and near[0] <= hi:
+                        seg = db.execute("SELECT %s FROM segments WHERE boot = ? AND seq = ?" % _COLS,
+                                         (boot, near[0])).fetchone()
                         gone += self._cut(db, seg, lo, hi)
             return gone
 
