@@ -14,7 +14,11 @@
   count of un-acknowledged publishes starts from zero.
 * QoS 1 publishing with paho's inflight window at 100 (FIELD-NOTES: bigger is
   slower) and our own cap on un-acknowledged publishes: publish() refuses beyond
-  it, and while disconnected, instead of letting paho queue without bound.
+  it, and while disconnected, instead of letting paho queue without bound;
+  wait_can_publish() blocks until a PUBACK frees a slot. publish() only queues
+  the packet: the network thread does every socket write (see _new_client).
+* An unexpected error inside the network loop (a bug in paho or in a callback)
+  is logged and counted (`link_errors`), and the link starts afresh.
 * paho's messages become plain values at the first callback: acks are decoded
   (wire.codec.decode) and handed to on_ack as [(boot, first, last)]; commands are
   handed to on_command as (payload bytes, retained flag). Both callbacks run on
@@ -23,7 +27,8 @@
 Locking: paho holds its own mutexes while it runs our callbacks, and takes them in
 publish(). So no lock of ours is ever held while calling into paho, and no paho
 callback waits for a lock of ours (that order inversion deadlocks under load).
-Un-acknowledged publishes are tracked by their MQTTMessageInfo (is_published()).
+Un-acknowledged publishes are tracked by their MQTTMessageInfo (is_published()),
+counted from the oldest.
 """
 
 import collections
