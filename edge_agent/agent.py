@@ -313,6 +313,7 @@ class Agent:
             "connect_failures": up["connect_failures"],
             "publish_rejected": up["publish_rejected"],
             "acks_invalid": up["acks_invalid"],
+            "link_errors": up["link_errors"],
         }
         health.update(self.counters)
         self._snapshot = {"depth": ob.depth(), "oldest_s": ob.oldest_age_s(), "drops": ob.drops_since_open,

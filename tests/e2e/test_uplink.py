@@ -1,5 +1,7 @@
 """edge_agent.uplink against a real Mosquitto: the window, and a link that survives an unexpected error."""
 
+import os
+import signal
 import time
 
 import paho.mqtt.client as paho
@@ -30,13 +32,16 @@ def test_uplink_caps_unacknowledged_publishes_and_frees_slots_on_puback(fresh_br
         assert not up.publish(topic, b"x")        # and while disconnected nothing is accepted
         fresh_broker.start()
         assert up.wait_connected(10)
-        sent = 0
-        while up.publish(topic, b"x"):
-            sent += 1
-            if sent > 5:
-                break
-        assert sent <= 5                          # never more than max_unacked in flight
-        assert up.wait_can_publish(10)            # PUBACKs free the window
+        os.kill(fresh_broker.pid, signal.SIGSTOP)  # the broker answers nothing for a while
+        try:
+            sent = 0
+            while up.publish(topic, b"x") and sent <= 5:
+                sent += 1
+            assert sent == 5 and up.unacked == 5     # never more than max_unacked in flight
+            assert not up.wait_can_publish(0.3)
+        finally:
+            os.kill(fresh_broker.pid, signal.SIGCONT)
+        assert up.wait_can_publish(10)            # its PUBACKs free the window
         end = time.monotonic() + 10
         while up.unacked and time.monotonic() < end:
             time.sleep(0.01)
