@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from harness.collector import CollectorProcess
+from harness.waiting import wait_for
 from wire import codec, topics
 
 # Record tables and how each stores a record's key; a result is keyed in commands.
@@ -179,16 +180,6 @@ def send_command(mqtt_url, dev, payload):
         c.loop_stop()
 
 
-def wait_for(predicate, timeout=20, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = predicate()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise TimeoutError("timed out waiting for %s" % what)
-
-
 def test_agent_delivers_everything_once_across_a_broker_outage(fresh_broker, fresh_db, agent_factory,
                                                               collector_factory):
     collector_factory(fresh_broker.url, fresh_db)
@@ -257,7 +248,7 @@ def test_agent_sigkilled_at_random_moments_loses_and_duplicates_nothing(fresh_br
     agent.wait_for_log("connected to")
     # Everything of the earlier boots arrives as backlog while the new boot runs.
     wait_for(lambda: not (agent.stored_keys() - set(db_keys(fresh_db, agent.dev))) or None, timeout=20,
-             what="the backlog to reach the database")
+             what="the backlog to reach the database", interval=0.1)
     assert agent.terminate() == 0
     check_delivery(fresh_db, agent)
     out = agent.output()

@@ -34,6 +34,7 @@ from edge_agent.gps import EpochTracker, GpsReader, choose_time, fix_from_tpv, t
 from harness.collector import CollectorProcess
 from harness.ports import free_port
 from harness.listener import DeviceListener
+from harness.waiting import wait_for
 from wire import codec, topics
 
 NMEA = Path(__file__).resolve().parents[1] / "data" / "nmea"
@@ -157,15 +158,6 @@ def reader_factory():
     yield make
     for r in made:
         r.stop()
-
-
-def wait_for(predicate, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out after %s s waiting for %s" % (timeout, what))
 
 
 # ---- gpsd's decoding in the .chk files ---------------------------------------------------

@@ -25,15 +25,7 @@ from edge_agent.outbox import Outbox, read_records
 from edge_agent.uplink import Uplink
 from fieldwatch import config as cfg
 from harness.listener import DeviceListener
-
-
-def wait_for(predicate, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out after %s s waiting for %s" % (timeout, what() if callable(what) else what))
+from harness.waiting import wait_for
 
 
 @pytest.fixture
