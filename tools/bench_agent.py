@@ -49,7 +49,7 @@ from edge_agent.keys import KeySource
 from edge_agent.outbox import Outbox
 from edge_agent.uplink import Uplink, parse_url
 from tests.harness.broker import Broker
-from tools.benchlib import finish, fmt, proc_cpu_s, proc_rss_mb, proc_smaps_mb, progress, raw_publish
+from tools.benchlib import finish, fmt, proc_cpu_s, proc_rss_mb, proc_smaps_mb, progress, raw_publish, table_lines
 from wire import codec, topics
 
 DEVICE = "bench-agent"
@@ -116,7 +116,7 @@ def fill_backlog(state_dir, n, chunk=500):
 # ---- (c) ------------------------------------------------------------------------------
 
 def drain(url, state_dir, expected, batch_records=500, confirmed=False):
-    """Send the outbox's backlog through Uplink; (msgs/s, readings/s, messages, readings, largest payload).
+    """Send the outbox's backlog through Uplink; (msgs/s, readings/s, messages, readings).
 
     Ends when every message is PUBACKed, or with confirmed=True when the collector's delivery
     confirmations have emptied the outbox (applied with Outbox.confirm, as the agent does).
@@ -136,7 +136,6 @@ def drain(url, state_dir, expected, batch_records=500, confirmed=False):
         ob.mark_all_unsent()   # as the agent does on a new connection: everything is backlog now
         topic = topics.topic(DEVICE, "readings")
         messages = readings = 0
-        full_size = 0
         last = t0 = time.monotonic()
         end = t0 + 600 + expected / 1000.0
 
@@ -171,7 +170,6 @@ def drain(url, state_dir, expected, batch_records=500, confirmed=False):
             ob.mark_sent(batch)
             messages += 1
             readings += len(batch)
-            full_size = max(full_size, len(payload))
         while up.unacked:
             if not up.connected:
                 raise RuntimeError("the uplink lost its connection before the last PUBACKs")
@@ -182,7 +180,7 @@ def drain(url, state_dir, expected, batch_records=500, confirmed=False):
         ob.close()
     if readings < expected:
         raise RuntimeError("drained %d readings, the backlog held %d" % (readings, expected))
-    return messages / dt, readings / dt, messages, readings, full_size
+    return messages / dt, readings / dt, messages, readings
 
 
 def full_batch_payload(state_dir, batch_records=500):
@@ -210,7 +208,7 @@ def confirmed_drain(broker, state_dir, expected, batch_records):
         db = pg.create_database("bench_agent")
         collector = CollectorProcess(broker.url, db, client_id="bench-agent-collector").start(timeout=60)
         progress("(c') draining the backlog again, until the collector's confirmations empty the outbox")
-        msgs_s, _, messages, sent, _ = drain(broker.url, state_dir, expected, batch_records, confirmed=True)
+        msgs_s, _, messages, sent = drain(broker.url, state_dir, expected, batch_records, confirmed=True)
         rows, keys = count_keys(db, "readings")
         if rows != expected or keys != expected:
             raise RuntimeError("the database holds %d rows, %d distinct keys; the backlog held %d" % (rows, keys, expected))
@@ -388,10 +386,7 @@ def table(res):
         ("(d) agent FIFO overruns / feature windows", "%s / %s" % (res["agent_fifo_overruns"], res["agent_windows"]),
          "", ""),
     ]
-    lines = ["", "%-58s %12s %-10s %s" % ("measure", "value", "unit", "target"), "-" * 98]
-
-    for name, value, unit, target in rows:
-        lines.append("%-58s %12s %-10s %s" % (name, fmt(value), unit, target))
+    lines = table_lines(rows)
     lines.append("")
     if len(res["rounds"]) > 1:
         lines.append("(b) and (c) ran in turns; each round's raw and drain msgs/s and their ratio:")

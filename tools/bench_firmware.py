@@ -46,7 +46,7 @@ import tempfile
 import paho.mqtt.client as paho
 
 from tests.harness.broker import Broker
-from tools.benchlib import finish, fmt, progress, raw_publish
+from tools.benchlib import finish, fmt, progress, raw_publish, table_lines
 from tests.harness.micropython import REPO_ROOT, compile_mpy, find_micropython, run_micropython
 from tools.sim_board import ChipHost
 from tools.umqtt_fetch import umqtt_path
@@ -348,9 +348,7 @@ def table(res):
         ("(e) flash bytes per waveform block", res["flash_bytes_per_wave_record"], "B", ""),
         ("FIFO overruns during the run", res["fifo_overruns"], "", ""),
     ]
-    lines = ["", "%-58s %12s %-10s %s" % ("measure", "value", "unit", "limit / target"), "-" * 100]
-    for name, value, unit, target in rows:
-        lines.append("%-58s %12s %-10s %s" % (name, fmt(value), unit, target))
+    lines = table_lines(rows, "limit / target")
     lines.append("")
     lines.append("(a) runs the MicroPython Unix port on a PC: it shows the link's own cost against the raw")
     lines.append("    broker limit, not an ESP32's rate (Wi-Fi and a 240 MHz CPU are slower).")

@@ -25,6 +25,17 @@ def fmt(v):
     return "{:,}".format(v) if isinstance(v, int) else str(v)
 
 
+def table_lines(rows, target_header="target"):
+    """[name, value, unit, target] rows as aligned text lines under a header (a blank line first).
+
+    The name column is as wide as the longest name, so a long one does not push its row out of line."""
+    width = max([58] + [len(r[0]) for r in rows])
+    line = "%%-%ds %%12s %%-10s %%s" % width
+    lines = ["", line % ("measure", "value", "unit", target_header), "-" * (width + 42)]
+    lines.extend(line % (name, fmt(value), unit, target) for name, value, unit, target in rows)
+    return lines
+
+
 def proc_cpu_s(pid):
     """utime + stime of a process, seconds (/proc/PID/stat fields 14 and 15)."""
     with open("/proc/%d/stat" % pid) as f:
