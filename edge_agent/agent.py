@@ -517,10 +517,8 @@ class Agent:
                 if unpaced and now < self._flush_until:
                     self._flush_until = 0.0   # flush done: the backlog is out
                 return
+            # A segment's message is built within the contract's size limit (edge_agent.outbox).
             payload = batch.payload(self.dev)
-            if len(payload) > codec.MAX_PAYLOAD and len(batch) > 1:
-                max_records = max(1, len(batch) // 2)   # estimate was off: split and try again
-                continue
             if not up.publish(topics.topic(self.dev, batch.kind), payload):
                 return
             try:

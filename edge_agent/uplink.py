@@ -144,8 +144,7 @@ class Uplink:
     def publish(self, topic, payload, retain=False):
         """Publish QoS 1; False (nothing sent) when disconnected or at the un-acknowledged cap."""
         client = self._client
-        if client is None or not self._connected.is_set() or (
-                len(self._inflight) >= self.max_unacked and self.unacked >= self.max_unacked):
+        if client is None or not self.can_publish():
             return False
         info = client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
