@@ -6,11 +6,14 @@ complete unit with default values; install() adapts it to this machine:
 * ExecStart= runs the `edge-agent` next to the running Python (the venv or
   system install this command came from) with --config FILE;
 * User=USER with --user, else DynamicUser=yes (systemd makes a throw-away user
-  owning /var/lib/edge-agent; nothing to create);
+  owning /var/lib/edge-agent; nothing to create; install() warns when that user
+  could not even reach the Python, e.g. a pyenv under /root, mode 0700);
 * SupplementaryGroups= keeps only the groups this machine has (i2c and gpio
   exist on Raspberry Pi OS, not on a laptop) and says which it left out;
-* ProtectHome=read-only instead of yes when the agent or its config live under
-  /home, /root or /run/user (with yes the service could not even start).
+* ProtectHome=read-only instead of yes when the agent, the Python its #! line
+  names (or where that symlink leads: a venv made from a pyenv Python runs
+  /root/.pyenv/...) or its config live under /home, /root or /run/user (with yes
+  the service could not even start: 203/EXEC, permission denied).
 
 Then it writes a default config if the file is absent (a present one is kept and
 checked), and runs `systemctl daemon-reload` and `systemctl enable --now` unless
@@ -72,6 +75,34 @@ def _under_home(path):
     return any(path == d or path.startswith(d + "/") for d in HOME_DIRS)
 
 
+def run_paths(executable):
+    """What running `executable` needs: itself, the interpreter of its #! line, and where symlinks lead."""
+    paths = [executable]
+    try:
+        with open(executable, "rb") as f:
+            first = f.readline(1024)
+    except OSError:
+        first = b""
+    if first.startswith(b"#!"):
+        words = first[2:].decode(errors="replace").split()
+        if words:
+            paths.append(words[0])
+    return paths + [p for p in map(os.path.realpath, paths) if p not in paths]
+
+
+def closed_directory(path):
+    """The first directory on the way to `path` that other users cannot enter (no o+x), or None."""
+    parts = os.path.abspath(path).split("/")[1:]
+    for i in range(1, len(parts)):
+        d = "/" + "/".join(parts[:i])
+        try:
+            if not os.stat(d).st_mode & 0o001:
+                return d
+        except OSError:
+            return None
+    return None
+
+
 def _group_exists(name):
     try:
         grp.getgrnam(name)
@@ -100,10 +131,11 @@ def render_unit(template, executable, config_path, user=None, group_exists=_grou
                              "(the agent cannot reach those devices here)" % ", ".join(missing))
             line = "SupplementaryGroups=%s" % " ".join(have) if have else "# SupplementaryGroups=%s (none exist here)" % (
                 " ".join(wanted))
-        elif key == "ProtectHome" and (_under_home(executable) or _under_home(config_path)):
+        elif key == "ProtectHome" and any(_under_home(p) for p in run_paths(executable) + [config_path]):
             line = "ProtectHome=read-only"
-            notes.append("the agent or its config lives under %s: ProtectHome=read-only instead of yes"
-                         % "/".join(d.strip("/") for d in HOME_DIRS))
+            notes.append("%s lives under %s: ProtectHome=read-only instead of yes" % (
+                next(p for p in run_paths(executable) + [config_path] if _under_home(p)),
+                ", ".join(HOME_DIRS)))
         out.append(line)
     return "\n".join(out) + "\n", notes
 
@@ -160,6 +192,13 @@ def install(config_path=CONFIG_PATH, user=None, unit_dir=UNIT_DIR, dry_run=False
         check_config(config_path)        # before anything is written
     exe = executable or agent_executable()
     unit_text, notes = render_unit(unit_template(), exe, config_path, user)
+    if not user:
+        closed = [(p, closed_directory(p)) for p in run_paths(exe)]
+        closed = [(p, d) for p, d in closed if d]
+        if closed:
+            notes.append("the dynamic service user cannot enter %s (on the way to %s): the service will fail "
+                         "with 203/EXEC. Install the package with a Python other users can run (e.g. a venv "
+                         "made from /usr/bin/python3 outside /root), or use --user" % (closed[0][1], closed[0][0]))
     unit_path = os.path.join(unit_dir, UNIT_NAME)
     verb = "would write" if dry_run else "writing"
     for note in notes:

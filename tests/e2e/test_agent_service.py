@@ -281,3 +281,21 @@ def test_install_service_systemctl_plan():
                                  "on a systemd machine run: " + steps]
     run, lines = service.systemctl_plan("/tmp/units", False, "/usr/bin/systemctl", True)
     assert not run and "not running systemctl" in lines[0]
+
+
+def test_protect_home_follows_the_interpreter(tmp_path):
+    """A venv whose python leads under /root (a pyenv) needs ProtectHome=read-only: with yes, 203/EXEC."""
+    script = tmp_path / "edge-agent"
+    config = tmp_path / "config.toml"
+    script.write_text("#!/root/.pyenv/versions/3.11.7/bin/python3.11\n")
+    unit, notes = service.render_unit(service.unit_template(), str(script), str(config), group_exists=lambda g: True)
+    assert "ProtectHome=read-only" in unit.splitlines()
+    assert any("/root/.pyenv/versions/3.11.7/bin/python3.11 lives under /home, /root, /run/user" in n for n in notes)
+    # A symlinked interpreter counts where it leads.
+    (tmp_path / "python").symlink_to("/root/.pyenv/versions/3.11.7/bin/python3.11")
+    script.write_text("#!%s\n" % (tmp_path / "python"))
+    assert "/root/.pyenv/versions/3.11.7/bin/python3.11" in service.run_paths(str(script))
+    assert "ProtectHome=read-only" in service.render_unit(service.unit_template(), str(script), str(config))[0]
+    script.write_text("#!/usr/bin/python3\n")
+    unit, notes = service.render_unit(service.unit_template(), str(script), str(config), group_exists=lambda g: True)
+    assert "ProtectHome=yes" in unit.splitlines() and not notes
