@@ -1,0 +1,62 @@
+"""The edge agent's unit under a real systemd: tools/systemd_check.py boots systemd as PID 1 in private namespaces.
+
+The check installs the unit with `edge-agent install-service` inside that systemd and
+verifies READY=1, the watchdog, restarts, StateDirectory/DynamicUser and the hardening
+(see its --help). Here it runs once as is, and with the unit broken in ways each check
+must catch, so that a check that cannot fail would show. It needs root, unshare and
+systemd; without them it exits 3 and the tests are skipped.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHECK = Path(__file__).resolve().parents[2] / "tools" / "systemd_check.py"
+ALL_CHECKS = ("ready", "watchdog-keepalive", "watchdog-timeout", "restart", "state", "hardening", "host")
+
+
+def run_check(*args):
+    """(exit status, {check: (ok, detail)}, output) of one systemd_check.py run."""
+    if os.geteuid() != 0:
+        pytest.skip("the systemd check needs root (namespaces, mounts)")
+    r = subprocess.run([sys.executable, str(CHECK), "-q", *args], capture_output=True, text=True, timeout=150)
+    if r.returncode == 3:
+        pytest.skip("this machine cannot run the systemd check: " + r.stderr.strip())
+    results = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("RESULT "):
+            res = json.loads(line[len("RESULT "):])
+            results[res["check"]] = (res["ok"], res["detail"])
+    return r.returncode, results, r.stdout + r.stderr
+
+
+def test_real_systemd_runs_the_installed_unit():
+    code, results, out = run_check()
+    assert code == 0, out
+    assert set(results) == set(ALL_CHECKS), out
+    assert all(ok for ok, _ in results.values()), out
+    assert "Type=notify, active (running)" in results["ready"][1]
+    assert "Watchdog timeout" in results["watchdog-timeout"][1]
+    assert "status=9/KILL" in results["restart"][1]
+    assert "outbox.db integrity ok" in results["state"][1]
+
+
+@pytest.mark.parametrize("drop_in, failing", [
+    # The agent never gets $NOTIFY_SOCKET, so never says READY=1: the start must time out.
+    (["UnsetEnvironment=NOTIFY_SOCKET", "TimeoutStartSec=4"], "ready"),
+    # systemd does not wait for READY=1: active before the agent has even started.
+    (["Type=simple"], "ready"),
+    # Root with the whole system writable: no dynamic state directory, and writable mounts.
+    (["DynamicUser=no", "ProtectSystem=no"], "hardening"),
+])
+def test_the_checks_catch_a_broken_unit(drop_in, failing):
+    code, results, out = run_check(*[a for line in drop_in for a in ("--drop-in", line)])
+    assert code == 1, out
+    assert failing in results and not results[failing][0], out
+    # Whatever failed, the machine's services were not touched and the namespace was taken down.
+    assert results.get("host", (True, ""))[0], out
+    assert "could not remove the cgroup" not in out, out
