@@ -62,6 +62,8 @@ import tempfile
 import textwrap
 import time
 
+from edge_agent.service import closed_directory
+
 SYSTEMD = "/lib/systemd/systemd"
 UNIT = "edge-agent.service"
 CONFIG = "/etc/edge-agent/config.toml"
@@ -170,16 +172,6 @@ def cgroup2_root():
         if os.path.isfile(os.path.join(path, "cgroup.controllers")):
             return path
     raise Missing("no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified")
-
-
-def blocked_ancestor(path):
-    """The first directory above `path` that other users cannot enter (no o+x), or None."""
-    parts = os.path.abspath(path).split("/")[1:]
-    for i in range(1, len(parts)):
-        d = "/" + "/".join(parts[:i])
-        if not os.stat(d).st_mode & stat.S_IXOTH:
-            return d
-    return None
 
 
 def inner_script(work, python_prefix, blocked):
@@ -750,7 +742,7 @@ def main(argv=None):
         say("private mosquitto: PID %d on 127.0.0.1:%d" % (broker.pid, port))
 
         python_prefix = os.path.realpath(sys.base_prefix)
-        blocked = None if args.no_python_bind else blocked_ancestor(python_prefix)
+        blocked = None if args.no_python_bind else closed_directory(python_prefix)
         if blocked:
             say("note: %s is under %s, which other users cannot enter: the dynamic service user could not run "
                 "it. Inside the namespace only, %s is replaced by a directory holding just %s." % (
