@@ -35,13 +35,18 @@ What it does, from a clean state:
 
 WatchdogSec=30 would make the watchdog check take a minute: a drop-in sets it to
 --watchdog-sec (3 s by default; 0 keeps the unit's own value). Nothing else of the
-unit is changed. --drop-in adds more [Service] lines (to see a check fail, e.g.
---drop-in Type=simple).
+unit is changed, except as said next. --drop-in adds more [Service] lines (to see
+a check fail, e.g. --drop-in Type=simple).
 
-When the interpreter behind the venv lives in a directory other users cannot
-enter (a pyenv under /root, mode 0700), the dynamic service user could not run
-it: inside the namespace only, that directory is replaced by a world-traversable
-one holding just the interpreter's tree, and the check says so.
+What the agent runs from (the checkout, its venv, the interpreter behind it) must
+be reachable inside the namespace and by the dynamic service user. When one lives
+in a directory other users cannot enter (a pyenv under /root, mode 0700; a clone
+in a mkdtemp directory), that directory is replaced, inside the namespace only,
+by a world-traversable one holding just that tree. When one lives under /tmp
+(a clone in a temporary directory), it is bound back into the namespace's own
+/tmp, and a BindReadOnlyPaths= line in the drop-in shows it to the service
+through its PrivateTmp=. The check says when it does either. A real install
+belongs in neither place (install-service warns).
 
 Exit status: 0 every check held; 1 a check failed (the message says which and
 shows the journal); 2 systemd could not be booted here; 3 this machine lacks
@@ -174,23 +179,39 @@ def cgroup2_root():
     raise Missing("no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified")
 
 
-def inner_script(work, python_prefix, blocked):
-    """The shell script the namespace's first process runs before it becomes systemd."""
+def under(path, top):
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def paths_to_expose(paths, bind_closed=True):
+    """[(path, closed directory or None)] of `paths` that the namespace must put back.
+
+    A path under /tmp would be hidden by the namespace's own /tmp; a path below a directory
+    other users cannot enter (a pyenv under /root, mode 0700; a checkout in a mkdtemp
+    directory) could not be run by the dynamic service user. Nested paths count once."""
+    found = []
+    for path in sorted(set(map(os.path.realpath, paths)), key=len):
+        if any(under(path, p) for p, _c in found):
+            continue
+        closed = closed_directory(path) if bind_closed else None
+        if under(path, "/tmp") or closed:
+            found.append((path, closed))
+    return found
+
+
+def inner_script(work, exposed):
+    """The shell script the namespace's first process runs before it becomes systemd.
+
+    exposed: (path, closed) pairs from paths_to_expose(): each path is made reachable again
+    after the namespace's own /tmp (and a tmpfs over its closed directory) would hide it."""
     unit_path = "/etc/systemd/system:/run/fw-units"
     lines = ["set -eu", "W=%s" % work, "mount --make-rprivate /",
              "mkdir -p $W/ns && mount -t tmpfs -o mode=755 fw-check $W/ns",
-             "mkdir -p $W/ns/etc-up $W/ns/etc-work $W/ns/var-up $W/ns/var-work $W/ns/units $W/ns/dev $W/ns/py",
-             "cp $W/units/* $W/ns/units/"]
-    if blocked:
-        lines.append("mount --bind %s $W/ns/py" % python_prefix)
-    lines += [
-        "mount -t overlay overlay -o lowerdir=/etc,upperdir=$W/ns/etc-up,workdir=$W/ns/etc-work /etc",
-        "mount -t overlay overlay -o lowerdir=/var,upperdir=$W/ns/var-up,workdir=$W/ns/var-work /var",
-        "mount -t tmpfs -o mode=755 fw-units /etc/systemd/system",
-    ]
-    if blocked:
-        lines += ["mount -t tmpfs -o mode=755 fw-home %s" % blocked,
-                  "mkdir -p %s && mount --bind $W/ns/py %s" % (python_prefix, python_prefix)]
+             "mkdir -p $W/ns/etc-up $W/ns/etc-work $W/ns/var-up $W/ns/var-work $W/ns/units $W/ns/dev",
+             "cp $W/units/* $W/ns/units/",
+             "mount -t overlay overlay -o lowerdir=/etc,upperdir=$W/ns/etc-up,workdir=$W/ns/etc-work /etc",
+             "mount -t overlay overlay -o lowerdir=/var,upperdir=$W/ns/var-up,workdir=$W/ns/var-work /var",
+             "mount -t tmpfs -o mode=755 fw-units /etc/systemd/system"]
     lines += [
         # /dev: a few nodes of our own, a console that is a file, new devpts/shm/mqueue.
         "mount -t tmpfs -o mode=755,nosuid fw-dev $W/ns/dev && cd $W/ns/dev",
@@ -205,7 +226,17 @@ def inner_script(work, python_prefix, blocked):
         "mount -t mqueue mqueue /dev/mqueue",
         "mount -t tmpfs -o mode=755,nosuid,nodev fw-run /run",
         "mkdir -p /run/fw-units /run/fw-empty && mount --bind $W/ns/units /run/fw-units",
-        "mount -t tmpfs -o mode=1777,nosuid,nodev fw-tmp /tmp",
+    ]
+    # Keep what the agent runs from (checkout, venv, interpreter) at hand under /run, then cover
+    # /tmp with our own tmpfs and each closed directory with an open one, and put them back.
+    for i, (path, _closed) in enumerate(exposed):
+        lines.append("mkdir -p /run/fw-keep/%d && mount --bind %s /run/fw-keep/%d" % (i, path, i))
+    for closed in sorted({c for _p, c in exposed if c and not under(c, "/tmp")}):
+        lines.append("mount -t tmpfs -o mode=755 fw-open %s" % closed)
+    lines.append("mount -t tmpfs -o mode=1777,nosuid,nodev fw-tmp /tmp")
+    for i, (path, _closed) in enumerate(exposed):
+        lines.append("mkdir -p %s && mount --bind /run/fw-keep/%d %s" % (path, i, path))
+    lines += [
         # Read-only /sys and /proc/sys (systemd would raise fs.nr_open and set kernel.core_pattern,
         # which are not namespaced), and a cgroup2 of our own (its root is our cgroup namespace).
         "mount --bind /sys /sys && mount -o remount,bind,ro,nosuid,nodev,noexec /sys",
@@ -302,13 +333,13 @@ class Namespace:
         return "/proc/%d/root%s" % (self.pid, path)
 
 
-def boot(work, cgroup_base, python_prefix, blocked):
+def boot(work, cgroup_base, exposed):
     cgroup = os.path.join(cgroup_base, "fw-systemd-check-%d" % os.getpid())
     os.mkdir(cgroup)
     open(os.path.join(work, "console.log"), "w").close()
     script = os.path.join(work, "inner.sh")
     with open(script, "w") as f:
-        f.write(inner_script(work, python_prefix, blocked))
+        f.write(inner_script(work, exposed))
     procs = os.path.join(cgroup, "cgroup.procs")
 
     def into_cgroup():
@@ -704,8 +735,9 @@ def main(argv=None):
                    help="an extra [Service] line for the unit's drop-in, e.g. Type=simple to see the ready "
                         "check fail (repeatable)")
     p.add_argument("--no-python-bind", action="store_true",
-                   help="do not make the interpreter's closed directory (e.g. /root) enterable inside the "
-                        "namespace: shows what the dynamic service user meets on this machine")
+                   help="do not make a closed directory on the way to the checkout, venv or interpreter "
+                        "(e.g. /root) enterable inside the namespace: shows what the dynamic service user "
+                        "meets on this machine")
     p.add_argument("--keep", action="store_true",
                    help="leave the namespace running at the end and print how to enter it (kill PID 1 yourself)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the CHECK lines and errors")
@@ -741,22 +773,26 @@ def main(argv=None):
         broker, port = start_broker(work)
         say("private mosquitto: PID %d on 127.0.0.1:%d" % (broker.pid, port))
 
-        python_prefix = os.path.realpath(sys.base_prefix)
-        blocked = None if args.no_python_bind else closed_directory(python_prefix)
-        if blocked:
-            say("note: %s is under %s, which other users cannot enter: the dynamic service user could not run "
-                "it. Inside the namespace only, %s is replaced by a directory holding just %s." % (
-                    python_prefix, blocked, blocked, python_prefix))
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        exposed = paths_to_expose([sys.base_prefix, sys.prefix, here], bind_closed=not args.no_python_bind)
+        for path, closed in exposed:
+            say("note: the agent runs from %s%s%s: inside the namespace only, it is bound back %s." % (
+                path, ", under /tmp (the namespace has a /tmp of its own)" if under(path, "/tmp") else "",
+                ", below %s, which other users cannot enter" % closed if closed else "",
+                "over an open directory" if closed else "into its /tmp"))
         version = subprocess.run([SYSTEMD, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
         say("booting %s (%s) as PID 1 of new pid/mount/uts/ipc/cgroup namespaces..." % (SYSTEMD, version))
         try:
-            ns, took = boot(work, cg, python_prefix, blocked)
+            ns, took = boot(work, cg, exposed)
         except CheckFailed as e:
             raise CannotBoot(str(e)) from None
         say("  booted in %.2f s: host PID %d, cgroup %s" % (took, ns.pid, ns.cgroup))
 
         say("installing: edge-agent install-service --config %s (inside the namespace)" % CONFIG)
-        states, took = install_and_start(ns, port, args.watchdog_sec, args.drop_in, edge_agent)
+        # PrivateTmp= gives the service a /tmp of its own: what the agent runs from under /tmp
+        # (a checkout in a temporary directory) has to be bound into it, read-only.
+        binds = ["BindReadOnlyPaths=%s" % path for path, _c in exposed if under(path, "/tmp")]
+        states, took = install_and_start(ns, port, args.watchdog_sec, binds + args.drop_in, edge_agent)
         say("  install-service returned after %.2f s" % took)
         pid = check_ready(ns, states, took)
         watchdog_s = int(ns.show("WatchdogUSec")["WatchdogUSec"].rstrip("s") or 0) if not args.watchdog_sec else \

@@ -60,3 +60,28 @@ def test_the_checks_catch_a_broken_unit(drop_in, failing):
     # Whatever failed, the machine's services were not touched and the namespace was taken down.
     assert results.get("host", (True, ""))[0], out
     assert "could not remove the cgroup" not in out, out
+
+
+def test_what_the_namespace_puts_back():
+    """A clone under /tmp is bound back into the namespace's own /tmp; one below a closed directory too."""
+    import shutil
+    import tempfile
+    from tools.systemd_check import paths_to_expose
+    base = tempfile.mkdtemp(prefix="fw-expose-", dir="/tmp")     # (pytest's tmp_path is below a 0700 directory)
+    try:
+        os.chmod(base, 0o755)
+        opened = os.path.join(base, "open", "main")
+        os.makedirs(os.path.join(opened, ".venv"))
+        closed = os.path.join(base, "closed")
+        os.makedirs(os.path.join(closed, "main"))
+        os.chmod(closed, 0o700)
+        # The venv inside the checkout counts once; /usr needs nothing.
+        assert paths_to_expose([opened, os.path.join(opened, ".venv"), "/usr"]) == [(opened, None)]
+        inside = os.path.join(closed, "main")
+        assert paths_to_expose([inside]) == [(inside, closed)]
+        assert paths_to_expose([inside], bind_closed=False) == [(inside, None)]
+        os.chmod(closed, 0o755)
+    finally:
+        shutil.rmtree(base)
+    if os.stat("/root").st_mode & 0o001 == 0 and os.path.isdir("/root/.pyenv"):
+        assert paths_to_expose(["/root/.pyenv"]) == [("/root/.pyenv", "/root")]
