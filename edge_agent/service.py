@@ -13,7 +13,9 @@ complete unit with default values; install() adapts it to this machine:
 * ProtectHome=read-only instead of yes when the agent, the Python its #! line
   names (or where that symlink leads: a venv made from a pyenv Python runs
   /root/.pyenv/...) or its config live under /home, /root or /run/user (with yes
-  the service could not even start: 203/EXEC, permission denied).
+  the service could not even start: 203/EXEC, permission denied);
+* a note when the agent or its config lives under /tmp or /var/tmp, which
+  PrivateTmp=yes hides from the service.
 
 Then it writes a default config if the file is absent (a present one is kept and
 checked), and runs `systemctl daemon-reload` and `systemctl enable --now` unless
@@ -39,6 +41,7 @@ UNIT_NAME = "edge-agent.service"
 UNIT_DIR = "/etc/systemd/system"
 CONFIG_PATH = "/etc/edge-agent/config.toml"
 HOME_DIRS = ("/home", "/root", "/run/user")
+PRIVATE_TMP_DIRS = ("/tmp", "/var/tmp")
 SYSTEMCTL_COMMANDS = (("systemctl", "daemon-reload"), ("systemctl", "enable", "--now", UNIT_NAME))
 
 
@@ -70,9 +73,13 @@ def _quote(word):
     return '"%s"' % word.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$").replace("%", "%%")
 
 
-def _under_home(path):
+def _under(path, dirs):
     path = os.path.abspath(path)
-    return any(path == d or path.startswith(d + "/") for d in HOME_DIRS)
+    return any(path == d or path.startswith(d + "/") for d in dirs)
+
+
+def _under_home(path):
+    return _under(path, HOME_DIRS)
 
 
 def run_paths(executable):
@@ -136,6 +143,13 @@ def render_unit(template, executable, config_path, user=None, group_exists=_grou
             notes.append("%s lives under %s: ProtectHome=read-only instead of yes" % (
                 next(p for p in run_paths(executable) + [config_path] if _under_home(p)),
                 ", ".join(HOME_DIRS)))
+        elif key == "PrivateTmp" and line.split("=", 1)[1].strip() == "yes":
+            hidden = [p for p in run_paths(executable) + [config_path] if _under(p, PRIVATE_TMP_DIRS)]
+            if hidden:
+                notes.append("%s is under %s, which PrivateTmp=yes replaces with a directory of the service's "
+                             "own: the service will not find it (203/EXEC or a missing config). Install the "
+                             "package and the config elsewhere, e.g. a venv in /opt" % (
+                                 hidden[0], " or ".join(PRIVATE_TMP_DIRS)))
         out.append(line)
     return "\n".join(out) + "\n", notes
 

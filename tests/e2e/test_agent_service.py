@@ -298,4 +298,22 @@ def test_protect_home_follows_the_interpreter(tmp_path):
     assert "ProtectHome=read-only" in service.render_unit(service.unit_template(), str(script), str(config))[0]
     script.write_text("#!/usr/bin/python3\n")
     unit, notes = service.render_unit(service.unit_template(), str(script), str(config), group_exists=lambda g: True)
-    assert "ProtectHome=yes" in unit.splitlines() and not notes
+    # (tmp_path is under /tmp, which earns a note of its own: see the next test)
+    assert "ProtectHome=yes" in unit.splitlines() and not any("ProtectHome" in n for n in notes), notes
+
+
+def test_install_from_tmp_is_named(tmp_path):
+    """PrivateTmp=yes hides /tmp from the service: an agent or config there would fail to start, and install says so."""
+    config = "/etc/edge-agent/config.toml"
+    script = tmp_path / "edge-agent"            # pytest's tmp_path is under /tmp
+    script.write_text("#!/usr/bin/python3\n")
+    assert str(script).startswith("/tmp/")
+    unit, notes = service.render_unit(service.unit_template(), str(script), config, group_exists=lambda g: True)
+    assert "PrivateTmp=yes" in unit.splitlines()
+    assert any(n.startswith("%s is under /tmp or /var/tmp, which PrivateTmp=yes replaces" % script) for n in notes), notes
+    unit, notes = service.render_unit(service.unit_template(), "/opt/fieldwatch/bin/edge-agent", "/var/tmp/agent.toml",
+                                      group_exists=lambda g: True)
+    assert any(n.startswith("/var/tmp/agent.toml is under /tmp or /var/tmp") for n in notes), notes
+    unit, notes = service.render_unit(service.unit_template(), "/opt/fieldwatch/bin/edge-agent", config,
+                                      group_exists=lambda g: True)
+    assert not notes, notes
