@@ -23,15 +23,23 @@ def run_check(*args):
     """(exit status, {check: (ok, detail)}, output) of one systemd_check.py run."""
     if os.geteuid() != 0:
         pytest.skip("the systemd check needs root (namespaces, mounts)")
-    r = subprocess.run([sys.executable, str(CHECK), "-q", *args], capture_output=True, text=True, timeout=150)
-    if r.returncode == 3:
-        pytest.skip("this machine cannot run the systemd check: " + r.stderr.strip())
+    proc = subprocess.Popen([sys.executable, str(CHECK), "-q", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        # SIGTERM, not SIGKILL: the check then still takes down its namespace and broker.
+        proc.terminate()
+        stdout, stderr = proc.communicate(timeout=60)
+        pytest.fail("the systemd check took over 150 s:\n%s%s" % (stdout, stderr))
+    if proc.returncode == 3:
+        pytest.skip("this machine cannot run the systemd check: " + stderr.strip())
     results = {}
-    for line in r.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("RESULT "):
             res = json.loads(line[len("RESULT "):])
             results[res["check"]] = (res["ok"], res["detail"])
-    return r.returncode, results, r.stdout + r.stderr
+    return proc.returncode, results, stdout + stderr
 
 
 def test_real_systemd_runs_the_installed_unit():
