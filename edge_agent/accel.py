@@ -109,8 +109,16 @@ class Accelerometer:
         """
         if hardware == "real":
             if i2c is None:
-                import board  # Blinka; imported only for real hardware
-
+                try:
+                    import board  # Blinka; imported only for real hardware
+                except NotImplementedError as e:   # older Blinka on a machine it does not know
+                    raise RuntimeError("Blinka does not support this machine (%s): the real ADXL345 needs a "
+                                       "Raspberry Pi with I2C enabled; elsewhere use hardware = \"sim\"" % e) from None
+                if not hasattr(board, "I2C"):
+                    # Blinka's generic boards (a PC, an unknown SBC) have pin names but no I2C bus.
+                    raise RuntimeError("Blinka knows no I2C bus on this machine (board %s): the real ADXL345 "
+                                       "needs a Raspberry Pi with I2C enabled (raspi-config, Interface Options, "
+                                       "I2C); elsewhere use hardware = \"sim\"" % getattr(board, "board_id", "unknown"))
                 i2c = board.I2C()
             return cls(i2c, address)
         if hardware == "sim":

@@ -2,7 +2,10 @@
 our FIFO code against the simulated ADXL345 on a stepped clock. A counter source makes
 every sample identifiable, so the tests prove that nothing is lost or read twice."""
 
+import glob
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -333,3 +336,19 @@ def test_agent_contract_at_rest_reads_one_g(hardware):
         assert magnitude == pytest.approx(1.0, abs=0.1)
     finally:
         accel.close()
+
+
+def test_agent_real_hardware_missing_is_one_clear_line(tmp_path):
+    """`--hardware real` where Blinka knows no I2C bus (this PC, a Pi with I2C off): a message, exit 1, no traceback."""
+    if _real_i2c_present():
+        pytest.skip("an ADXL345 is wired here: the agent would run")
+    exe = os.path.join(os.path.dirname(sys.executable), "edge-agent")
+    r = subprocess.run([exe, "run", "--device-id", "no-i2c", "--hardware", "real", "--state-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, MQTT_URL="mqtt://127.0.0.1:1"))
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("edge-agent: ")]
+    assert len(lines) == 1 and lines[0].startswith("edge-agent: cannot open the real accelerometer: "), r.stderr
+    if not glob.glob("/dev/i2c-*"):
+        assert "hardware = \"sim\"" in lines[0], lines[0]
