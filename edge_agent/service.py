@@ -207,12 +207,13 @@ def install(config_path=CONFIG_PATH, user=None, unit_dir=UNIT_DIR, dry_run=False
     exe = executable or agent_executable()
     unit_text, notes = render_unit(unit_template(), exe, config_path, user)
     if not user:
-        closed = [(p, closed_directory(p)) for p in run_paths(exe)]
+        closed = [(p, closed_directory(p)) for p in run_paths(exe) + [config_path]]
         closed = [(p, d) for p, d in closed if d]
         if closed:
             notes.append("the dynamic service user cannot enter %s (on the way to %s): the service will fail "
-                         "with 203/EXEC. Install the package with a Python other users can run (e.g. a venv "
-                         "made from /usr/bin/python3 outside /root), or use --user" % (closed[0][1], closed[0][0]))
+                         "(203/EXEC, or no config). Install the package with a Python other users can run "
+                         "(e.g. a venv made from /usr/bin/python3 outside /root) and keep the config where "
+                         "they can read it, or use --user" % (closed[0][1], closed[0][0]))
     unit_path = os.path.join(unit_dir, UNIT_NAME)
     verb = "would write" if dry_run else "writing"
     for note in notes:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -317,3 +318,25 @@ def test_install_from_tmp_is_named(tmp_path):
     unit, notes = service.render_unit(service.unit_template(), "/opt/fieldwatch/bin/edge-agent", config,
                                       group_exists=lambda g: True)
     assert not notes, notes
+
+
+def test_install_names_what_the_dynamic_user_cannot_reach(tmp_path):
+    """A config (or the agent's Python) below a 0700 directory: the dynamic service user could not read it."""
+    base = Path(tempfile.mkdtemp(prefix="fw-closed-", dir="/tmp"))   # (tmp_path is below a 0700 directory)
+    try:
+        base.chmod(0o755)
+        closed = base / "closed"
+        closed.mkdir()
+        closed.chmod(0o700)
+        printed = []
+        service.install(config_path=str(closed / "config.toml"), unit_dir=str(tmp_path / "units"), dry_run=True,
+                        out=printed.append, executable="/usr/bin/true")
+        assert any(line.startswith("note: the dynamic service user cannot enter %s (on the way to %s)"
+                                   % (closed, closed / "config.toml")) for line in printed), printed
+        printed.clear()
+        closed.chmod(0o755)
+        service.install(config_path=str(closed / "config.toml"), unit_dir=str(tmp_path / "units"), dry_run=True,
+                        out=printed.append, executable="/usr/bin/true")
+        assert not any("cannot enter" in line for line in printed), printed
+    finally:
+        shutil.rmtree(base)
