@@ -498,7 +498,6 @@ def check_ready(ns, states, elapsed):
         "%s/%s@%.2fs" % (a, sub, t) for t, a, sub, pid in transitions))
     start = int(s["ExecMainStartTimestampMonotonic"])
     active = int(s["ActiveEnterTimestampMonotonic"])
-    # The agent's own "started" line (logged before its first loop pass, which ends with READY=1).
     # The agent's own "started" line, logged before its first loop pass, which ends with READY=1. Its
     # timestamp is the agent's (the journal's could lag behind the READY=1 datagram); systemd's
     # monotonic ActiveEnter time is turned into wall-clock time with this process's clock.
