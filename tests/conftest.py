@@ -24,7 +24,9 @@ Markers: tests under tests/unit, tests/hil and tests/e2e get the `unit`, `hil` a
 
 import os
 import platform
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -41,6 +43,26 @@ _DIR_MARKERS = ("unit", "hil", "e2e")
 
 # Session-scoped services created so far, revived before each test if found down.
 _SHARED = {}
+
+
+def pytest_configure(config):
+    """Child processes' logs (collector runs) go to one directory per test run, not loose into /tmp."""
+    if "FIELDWATCH_TEST_LOG_DIR" not in os.environ:
+        os.environ["FIELDWATCH_TEST_LOG_DIR"] = tempfile.mkdtemp(prefix="fieldwatch-test-logs-")
+        config._fieldwatch_log_dir = os.environ["FIELDWATCH_TEST_LOG_DIR"]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the run's log directory when every test passed (else it is kept, and named below)."""
+    path = getattr(session.config, "_fieldwatch_log_dir", None)
+    if path and exitstatus == 0:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    path = getattr(config, "_fieldwatch_log_dir", None)
+    if path and os.path.isdir(path) and os.listdir(path):
+        terminalreporter.write_line("child process logs of this run are kept in %s" % path)
 
 
 def pytest_collection_modifyitems(config, items):

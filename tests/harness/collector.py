@@ -27,7 +27,9 @@ class CollectorProcess:
             self.env["COLLECTOR_INGEST_BATCH_AGE_MS"] = str(batch_age_ms)
         self.env.update(extra_env or {})
         self.proc = None
-        self.log = tempfile.NamedTemporaryFile(prefix="collector-", suffix=".log", delete=False)
+        # In the test run's log directory (tests/conftest.py) when there is one, else the system's.
+        self.log = tempfile.NamedTemporaryFile(prefix="collector-", suffix=".log", delete=False,
+                                               dir=os.environ.get("FIELDWATCH_TEST_LOG_DIR") or None)
         self.starts = 0
 
     def start(self, wait=True, timeout=30):
