@@ -86,12 +86,15 @@ def browser():
               "--no-first-run", "--disable-extensions"):
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    # Chromium keeps its profile and singleton socket under TMPDIR: give it one of its own, removed after.
+    tmp = tempfile.mkdtemp(prefix="fw-chromium-")
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER, env=dict(os.environ, TMPDIR=tmp)), options=opts)
     drv.set_page_load_timeout(20)
     try:
         yield drv
     finally:
         drv.quit()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _screenshot(drv, name):
