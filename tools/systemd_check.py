@@ -59,7 +59,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -67,7 +66,14 @@ import tempfile
 import textwrap
 import time
 
-from edge_agent.service import closed_directory
+# The checkout: its tests.harness starts the private broker (as the benchmarks' does), and the
+# hardening check makes sure the service cannot write it.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from edge_agent.service import closed_directory  # noqa: E402
+from tests.harness.broker import Broker, BrokerError  # noqa: E402
 
 SYSTEMD = "/lib/systemd/systemd"
 UNIT = "edge-agent.service"
@@ -138,38 +144,6 @@ def host_services():
         if "/etc/" in cmdline:
             found[int(entry)] = (comm, start, cmdline)
     return found
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def start_broker(work):
-    mosquitto = "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else shutil.which("mosquitto")
-    if not mosquitto:
-        raise Missing("mosquitto is not installed (apt-get install mosquitto)")
-    port = free_port()
-    conf = os.path.join(work, "mosquitto.conf")
-    with open(conf, "w") as f:
-        f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n"
-                "log_dest file %s\n" % (port, os.path.join(work, "mosquitto.log")))
-    proc = subprocess.Popen([mosquitto, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, port
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-    proc.kill()
-    raise CheckFailed("the private mosquitto did not start on port %d" % port)
 
 
 def cgroup2_root():
@@ -410,13 +384,8 @@ def teardown(ns, broker):
                 time.sleep(0.1)
         if os.path.isdir(ns.cgroup):
             print("warning: could not remove the cgroup %s" % ns.cgroup, file=sys.stderr)
-    if broker is not None and broker.poll() is None:
-        broker.terminate()
-        try:
-            broker.wait(10)
-        except subprocess.TimeoutExpired:
-            broker.kill()
-            broker.wait(10)
+    if broker is not None:
+        broker.cleanup()
 
 
 # ---- the checks ---------------------------------------------------------------------------------
@@ -668,8 +637,7 @@ def check_hardening(ns, pid):
     hp = ns.host_pid(pid)
     st = proc_status(hp)
     uid, gid = st["Uid"].split()[0], st["Gid"].split()[0]
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    targets = ["/", "/etc", "/usr", "/var", "/var/lib", "/opt", here, "/root"]
+    targets = ["/", "/etc", "/usr", "/var", "/var/lib", "/opt", REPO, "/root"]
     with open("/proc/%d/mountinfo" % hp) as f:
         mountinfo = f.read()
     problems, lines, attempt = [], [], []
@@ -738,7 +706,8 @@ def main(argv=None):
                         "(e.g. /root) enterable inside the namespace: shows what the dynamic service user "
                         "meets on this machine")
     p.add_argument("--keep", action="store_true",
-                   help="leave the namespace running at the end and print how to enter it (kill PID 1 yourself)")
+                   help="leave the namespace running at the end and print how to enter it (kill PID 1 yourself); "
+                        "the private broker stops with this script, so the agent is then offline, buffering")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the CHECK lines and errors")
     args = p.parse_args(argv)
     VERBOSE = not args.quiet
@@ -769,11 +738,16 @@ def main(argv=None):
 
         work = tempfile.mkdtemp(prefix="fw-systemd-check-")
         write_units(os.path.join(work, "units"))
-        broker, port = start_broker(work)
+        try:
+            broker = Broker(autosave_interval=60).start()
+        except BrokerError as e:
+            if "not installed" in str(e):
+                raise Missing(str(e)) from None
+            raise CheckFailed("the private mosquitto did not start: %s" % e) from None
+        port = broker.port
         say("private mosquitto: PID %d on 127.0.0.1:%d" % (broker.pid, port))
 
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        exposed = paths_to_expose([sys.base_prefix, sys.prefix, here], bind_closed=not args.no_python_bind)
+        exposed = paths_to_expose([sys.base_prefix, sys.prefix, REPO], bind_closed=not args.no_python_bind)
         for path, closed in exposed:
             say("note: the agent runs from %s%s%s: inside the namespace only, it is bound back %s." % (
                 path, ", under /tmp (the namespace has a /tmp of its own)" if under(path, "/tmp") else "",
@@ -831,9 +805,10 @@ def main(argv=None):
         if failed:
             raise CheckFailed("%d check(s) failed: %s" % (len(failed), ", ".join(failed)))
         if args.keep:
-            say("kept: enter with  nsenter -t %d -m -p -u -i -C bash ; stop with  kill -9 %d ; then kill %d "
-                "(mosquitto), rmdir -p the cgroup %s, rm -r %s" % (ns.pid, ns.pid, broker.pid, ns.cgroup, work))
-            ns = broker = work = None
+            say("kept: enter with  nsenter -t %d -m -p -u -i -C bash ; stop with  kill -9 %d ; then rmdir -p "
+                "the cgroup %s and rm -r %s (the private broker stops now: the agent goes offline)" % (
+                    ns.pid, ns.pid, ns.cgroup, work))
+            ns = work = None
         print("all checks passed in %.1f s" % (time.monotonic() - t_start), flush=True)
         return 0
     except Missing as e:
