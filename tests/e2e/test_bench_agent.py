@@ -1,11 +1,9 @@
 """Smoke test of the edge agent benchmark: a tiny run (with the collector), one JSON object with positive figures."""
 
-import json
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from harness.bench import ROOT, run_json
 
 KEYS = ("outbox_enqueue_per_s", "outbox_enqueue_batched_per_s", "raw_publish_msgs_per_s",
         "raw_single_publish_msgs_per_s", "drain_msgs_per_s", "drain_readings_per_s", "drain_ratio",
@@ -13,20 +11,15 @@ KEYS = ("outbox_enqueue_per_s", "outbox_enqueue_batched_per_s", "raw_publish_msg
 
 
 def test_bench_agent_quick_json():
-    r = subprocess.run([sys.executable, "-m", "tools.bench_agent", "--quick", "--json", "--backlog", "2000",
-                        "--raw-messages", "200", "--enqueue-seconds", "0.5", "--cpu-seconds", "2", "--with-collector"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.strip().splitlines()
-    assert len(lines) == 1, r.stdout                     # one JSON object, progress went to stderr
-    res = json.loads(lines[0])
+    res, progress = run_json("tools.bench_agent", "--quick", "--backlog", "2000", "--raw-messages", "200",
+                   "--enqueue-seconds", "0.5", "--cpu-seconds", "2", "--with-collector")
     for key in KEYS:
         assert isinstance(res[key], (int, float)) and res[key] > 0, (key, res[key])
     # Everything stored was drained, counted in readings and in messages of at most 500 readings.
     assert res["drain_readings"] == res["backlog_readings"] == 2000
     assert res["drain_messages"] >= res["drain_readings"] / 500
     assert abs(res["drain_ratio"] - res["drain_msgs_per_s"] / res["raw_publish_msgs_per_s"]) < 1e-9
-    assert "(c) draining" in r.stderr
+    assert "(c) draining" in progress
     # --with-collector: the same backlog to the real collector, every reading stored exactly once.
     assert res["drain_confirmed_db_rows"] == 2000
     assert res["drain_confirmed_msgs_per_s"] > 0 and res["drain_confirmed_readings_per_s"] > 0

@@ -1,11 +1,9 @@
 """Smoke test of the firmware benchmark: a quick run, one JSON object with the figures as numbers."""
 
-import json
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from harness.bench import ROOT, run_json
 
 POSITIVE = ("fw_publish_msgs_per_s", "raw_publish_wait_msgs_per_s", "raw_publish_window_msgs_per_s",
             "fw_vs_raw_wait", "fw_vs_raw_window", "message_bytes", "heap_bytes", "heap_built_alloc_bytes",
@@ -18,12 +16,7 @@ NUMBERS = POSITIVE + ("hot_alloc_bytes", "hot_alloc_bytes_per_sample", "wave_all
 
 
 def test_bench_firmware_quick_json():
-    r = subprocess.run([sys.executable, "-m", "tools.bench_firmware", "--quick", "--json"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.strip().splitlines()
-    assert len(lines) == 1, r.stdout                     # one JSON object, progress went to stderr
-    res = json.loads(lines[0])
+    res, progress = run_json("tools.bench_firmware", "--quick", timeout=30)
     for key in NUMBERS:
         assert isinstance(res[key], (int, float)) and not isinstance(res[key], bool), (key, res[key])
         assert res[key] >= 0, (key, res[key])
@@ -36,7 +29,7 @@ def test_bench_firmware_quick_json():
     assert res["rate_hz"] == 800 and res["message_bytes"] == res["features_record_bytes"]
     assert res["flash_bytes_per_features_record"] > res["features_record_bytes"]
     assert res["wave_record_bytes"] > 6 * res["wave_samples"]
-    assert "(a) firmware QoS 1 publish" in r.stderr
+    assert "(a) firmware QoS 1 publish" in progress
 
 
 def test_bench_firmware_bad_option_is_a_message():

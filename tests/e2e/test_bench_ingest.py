@@ -5,19 +5,16 @@ benchmark needs track_commit_timestamp, which the shared cluster does not set),
 so it checks the whole measuring chain end to end, not the figures' size.
 """
 
-import json
 import subprocess
 import sys
 
+from harness.bench import run_json
 from tools.bench_ingest import JSON_KEYS
 
 
 def test_bench_ingest_tiny_run_prints_every_json_key_with_positive_values():
-    r = subprocess.run([sys.executable, "-m", "tools.bench_ingest", "--json", "--messages", "2000", "--devices", "5",
-                        "--collectors", "2", "--live-rate", "500", "--live-seconds", "1", "--wave-blocks", "10"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(r.stdout)
+    res, _ = run_json("tools.bench_ingest", "--messages", "2000", "--devices", "5", "--collectors", "2",
+                   "--live-rate", "500", "--live-seconds", "1", "--wave-blocks", "10")
     for key in JSON_KEYS:
         assert isinstance(res.get(key), (int, float)) and res[key] > 0, (key, res.get(key))
     assert res["live_p50_ms"] <= res["live_p95_ms"] <= res["live_p99_ms"]
