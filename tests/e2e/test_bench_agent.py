@@ -12,7 +12,7 @@ KEYS = ("outbox_enqueue_per_s", "outbox_enqueue_batched_per_s", "raw_publish_msg
 
 def test_bench_agent_quick_json():
     res, progress = run_json("tools.bench_agent", "--quick", "--backlog", "2000", "--raw-messages", "200",
-                   "--enqueue-seconds", "0.5", "--cpu-seconds", "2", "--with-collector")
+                             "--enqueue-seconds", "0.5", "--cpu-seconds", "2", "--with-collector")
     for key in KEYS:
         assert isinstance(res[key], (int, float)) and res[key] > 0, (key, res[key])
     # Everything stored was drained, counted in readings and in messages of at most 500 readings.

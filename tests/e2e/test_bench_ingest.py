@@ -14,7 +14,7 @@ from tools.bench_ingest import JSON_KEYS
 
 def test_bench_ingest_tiny_run_prints_every_json_key_with_positive_values():
     res, _ = run_json("tools.bench_ingest", "--messages", "2000", "--devices", "5", "--collectors", "2",
-                   "--live-rate", "500", "--live-seconds", "1", "--wave-blocks", "10")
+                      "--live-rate", "500", "--live-seconds", "1", "--wave-blocks", "10")
     for key in JSON_KEYS:
         assert isinstance(res.get(key), (int, float)) and res[key] > 0, (key, res.get(key))
     assert res["live_p50_ms"] <= res["live_p95_ms"] <= res["live_p99_ms"]
