@@ -122,6 +122,9 @@ def render_unit(template, executable, config_path, user=None, group_exists=_grou
     """(unit text, [notes]) for this machine; see the module docstring."""
     notes = []
     out = []
+    needed = run_paths(executable) + [config_path]     # what the service must reach
+    at_home = [p for p in needed if _under_home(p)]
+    in_tmp = [p for p in needed if _under(p, PRIVATE_TMP_DIRS)]
     for line in template.splitlines():
         key = line.split("=", 1)[0] if "=" in line and not line.startswith("#") else None
         if key == "ExecStart":
@@ -138,18 +141,14 @@ def render_unit(template, executable, config_path, user=None, group_exists=_grou
                              "(the agent cannot reach those devices here)" % ", ".join(missing))
             line = "SupplementaryGroups=%s" % " ".join(have) if have else "# SupplementaryGroups=%s (none exist here)" % (
                 " ".join(wanted))
-        elif key == "ProtectHome" and any(_under_home(p) for p in run_paths(executable) + [config_path]):
+        elif key == "ProtectHome" and at_home:
             line = "ProtectHome=read-only"
-            notes.append("%s lives under %s: ProtectHome=read-only instead of yes" % (
-                next(p for p in run_paths(executable) + [config_path] if _under_home(p)),
-                ", ".join(HOME_DIRS)))
-        elif key == "PrivateTmp" and line.split("=", 1)[1].strip() == "yes":
-            hidden = [p for p in run_paths(executable) + [config_path] if _under(p, PRIVATE_TMP_DIRS)]
-            if hidden:
-                notes.append("%s is under %s, which PrivateTmp=yes replaces with a directory of the service's "
-                             "own: the service will not find it (203/EXEC or a missing config). Install the "
-                             "package and the config elsewhere, e.g. a venv in /opt" % (
-                                 hidden[0], " or ".join(PRIVATE_TMP_DIRS)))
+            notes.append("%s lives under %s: ProtectHome=read-only instead of yes" % (at_home[0], ", ".join(HOME_DIRS)))
+        elif key == "PrivateTmp" and line.split("=", 1)[1].strip() == "yes" and in_tmp:
+            notes.append("%s is under %s, which PrivateTmp=yes replaces with a directory of the service's "
+                         "own: the service will not find it (203/EXEC or a missing config). Install the "
+                         "package and the config elsewhere, e.g. a venv in /opt" % (
+                             in_tmp[0], " or ".join(PRIVATE_TMP_DIRS)))
         out.append(line)
     return "\n".join(out) + "\n", notes
 
