@@ -53,9 +53,9 @@ def pytest_configure(config):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Remove the run's log directory when every test passed (else it is kept, and named below)."""
+    """Remove the run's log directory when every test passed or it stayed empty (else it is named below)."""
     path = getattr(session.config, "_fieldwatch_log_dir", None)
-    if path and exitstatus == 0:
+    if path and (exitstatus == 0 or not os.listdir(path)):
         shutil.rmtree(path, ignore_errors=True)
 
 
