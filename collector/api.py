@@ -22,7 +22,7 @@ from psycopg_pool import PoolTimeout
 from collector import params
 from collector.params import ParamError
 from collector.queries import TELEMETRY
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 RECENT_LOGS = 50

@@ -10,7 +10,7 @@ import hashlib
 import json
 import struct
 
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 
 def quarantine_keys(topic_name, payload):

@@ -95,7 +95,7 @@ def run(conf):
     from collector.metrics import Metrics
     from collector.mqtt import MqttLink
     from collector.store import Store
-    from wire import topics
+    from fieldwatch.wire import topics
 
     log = logging.getLogger("collector")
     m = conf["mqtt"]

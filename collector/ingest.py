@@ -33,7 +33,7 @@ import psycopg
 
 from collector import partitions
 from collector.batch import Batch
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 log = logging.getLogger("collector.ingest")
 

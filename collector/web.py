@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from collector.api import create_api
 from collector.metrics import PrometheusExport, prometheus_text
-from wire import topics
+from fieldwatch.wire import topics
 
 log = logging.getLogger("collector.web")
 

@@ -122,9 +122,9 @@ class Accelerometer:
                 i2c = board.I2C()
             return cls(i2c, address)
         if hardware == "sim":
-            from sim.adxl345 import ADXL345Model
-            from sim.i2c import FakeI2C
-            from sim import signals
+            from fieldwatch.sim.adxl345 import ADXL345Model
+            from fieldwatch.sim.i2c import FakeI2C
+            from fieldwatch.sim import signals
 
             recording_path = None
             if source is None or source == "synthetic":
@@ -244,7 +244,7 @@ class Accelerometer:
     def _restart_fifo(self):
         """Empty the FIFO (bypass), select stream mode with the watermark, then measure."""
         if self.chip is not None and self._recording_path is not None:
-            from sim import signals
+            from fieldwatch.sim import signals
 
             # the simulated chip's recording follows the new rate, anti-aliased
             self.chip.set_source(signals.recording(self._recording_path, self._rate_hz))

@@ -43,7 +43,7 @@ from edge_agent import indicator as indicator_mod
 from edge_agent.outbox import OutboxError
 from edge_agent.ratelimit import TokenBucket
 from fieldwatch import __version__
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 log = logging.getLogger("edge_agent.agent")
 

@@ -6,7 +6,7 @@ the command-line flags (--device-id, --hardware, --state-dir) override both.
 """
 
 from fieldwatch import config as cfg
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 ENV_PREFIX = "EDGE_AGENT"
 DEFAULT_STATE_DIR = "/var/lib/fieldwatch-agent"

@@ -38,7 +38,7 @@ import threading
 import time
 from collections import deque
 
-from wire import codec
+from fieldwatch.wire import codec
 
 log = logging.getLogger("edge_agent.gps")
 

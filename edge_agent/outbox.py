@@ -51,7 +51,7 @@ import logging
 import sqlite3
 import time
 
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 log = logging.getLogger("edge_agent.outbox")
 

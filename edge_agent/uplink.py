@@ -43,7 +43,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 log = logging.getLogger("edge_agent.uplink")
 

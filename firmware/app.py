@@ -30,7 +30,7 @@ from features import Features
 from mqtt import Link
 from nmea import NMEAParser
 from ring import Ring
-from wire import codec
+from fieldwatch.wire import codec
 
 FW_VERSION = "0.1.0"
 HW = "esp32-devkitc"

@@ -6,7 +6,7 @@
 
 import json
 
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 # key: (type, default or REQUIRED, check) -- check returns None or a message
 REQUIRED = object()

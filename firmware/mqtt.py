@@ -35,7 +35,7 @@ try:
 except ImportError:  # pragma: no cover
     random = None
 
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 _IPPROTO_TCP = const(6)   # the same in Linux and lwIP (MicroPython's socket module
 _TCP_NODELAY = const(1)   # does not always export them)

@@ -1,6 +1,6 @@
 # Frees the collector-side half of wire.codec from the device's heap.
 #
-# wire/codec.py is the one implementation of the wire contract, shared by the
+# fieldwatch/wire/codec.py is the one implementation of the wire contract, shared by the
 # collector (CPython) and the firmware. A device only *encodes* its records and
 # status and *decodes* two kinds of message (cmd, ack); the validators of every
 # telemetry kind, the wave decoder and the operator-side encoders are never called on

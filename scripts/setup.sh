@@ -61,8 +61,13 @@ fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "installing Python packages into .venv (first run takes a minute)"
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$here[agent,collector,dev]" 2>&1 \
-        | grep -v "^WARNING: Location" >&2 || true
+    # The full pip output goes to a log, shown only when the install fails (setuptools'
+    # editable build prints a page of warnings on every successful install).
+    if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$here[agent,collector,dev]" \
+            >"$venv/pip-install.log" 2>&1; then
+        tail -n 30 "$venv/pip-install.log" >&2
+        die "pip install failed (full log: $venv/pip-install.log)"
+    fi
     "$venv/bin/python" -c 'import paho.mqtt, psycopg, flask, pytest' \
         || die "Python packages did not install; see the pip output above"
     echo "$want" >"$stamp"

@@ -1,11 +1,11 @@
-"""Every benchmark in one command: `./run bench` (or `python -m tools.bench`).
+"""Every benchmark in one command: `./run bench` (or `python -m fieldwatch.tools.bench`).
 
 Runs, one after the other so they do not share the CPU:
-  tools.bench_ingest    the collector: raw broker drain vs collector drain, live
+  fieldwatch.tools.bench_ingest    the collector: raw broker drain vs collector drain, live
                         latency at 5,000 msg/s, waveform samples/s, raw COPY rate
-  tools.bench_agent     the Pi agent: outbox enqueue, backlog drain vs raw QoS 1
+  fieldwatch.tools.bench_agent     the Pi agent: outbox enqueue, backlog drain vs raw QoS 1
                         publish, agent CPU and RSS on the simulated chip
-  tools.bench_firmware  the ESP32 firmware on the MicroPython Unix port: its QoS 1
+  fieldwatch.tools.bench_firmware  the ESP32 firmware on the MicroPython Unix port: its QoS 1
                         publish rate vs a bare client, heap, bytes per sample
 
 Each prints its own table with the raw limit measured in the same run beside
@@ -21,12 +21,12 @@ import subprocess
 import sys
 import time
 
-BENCHES = (("ingest", "tools.bench_ingest"), ("agent", "tools.bench_agent"), ("firmware", "tools.bench_firmware"))
+BENCHES = (("ingest", "fieldwatch.tools.bench_ingest"), ("agent", "fieldwatch.tools.bench_agent"), ("firmware", "fieldwatch.tools.bench_firmware"))
 
 
 def main(argv=None):
     """Run the selected benchmarks in turn; 0 if all ran, 1 if one could not."""
-    p = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fieldwatch.tools.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="each benchmark's smaller run")
     p.add_argument("--json", action="store_true", help="one JSON object with every benchmark's figures")

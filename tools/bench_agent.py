@@ -25,9 +25,9 @@ Starts a private Mosquitto (tests/harness/broker.py), then measures:
 The issue's targets are printed beside the figures: drain >= 0.9 x raw,
 RSS <= 40 MB, CPU <= 25 % of one core. The machine is shared: figures are noisy.
 
-    python -m tools.bench_agent                  # full run: 1,000,000-reading backlog
-    python -m tools.bench_agent --with-collector # and (c')
-    python -m tools.bench_agent --quick --json   # smaller, one JSON object on stdout
+    python -m fieldwatch.tools.bench_agent                  # full run: 1,000,000-reading backlog
+    python -m fieldwatch.tools.bench_agent --with-collector # and (c')
+    python -m fieldwatch.tools.bench_agent --quick --json   # smaller, one JSON object on stdout
 """
 
 import argparse
@@ -49,8 +49,8 @@ from edge_agent.keys import KeySource
 from edge_agent.outbox import Outbox
 from edge_agent.uplink import Uplink, parse_url
 from tests.harness.broker import Broker
-from tools.benchlib import finish, fmt, proc_cpu_s, proc_rss_mb, proc_smaps_mb, progress, raw_publish, table_lines
-from wire import codec, topics
+from fieldwatch.tools.benchlib import finish, fmt, proc_cpu_s, proc_rss_mb, proc_smaps_mb, progress, raw_publish, table_lines
+from fieldwatch.wire import codec, topics
 
 DEVICE = "bench-agent"
 TARGET_RATIO = 0.9
@@ -401,7 +401,7 @@ def table(res):
 
 def main(argv=None):
     """Entry point: parse options, run, print a table (or --json)."""
-    p = argparse.ArgumentParser(prog="python -m tools.bench_agent", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fieldwatch.tools.bench_agent", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backlog", type=int, help="readings in the backlog for (c) (default 1,000,000; --quick 20,000)")
     p.add_argument("--batch-records", type=int, default=500,

@@ -31,8 +31,8 @@ Mosquitto (tests/harness/broker.py). Measures, in one run:
 
 Nobody subscribes to the telemetry topics. The machine is shared: rates are noisy.
 
-    python -m tools.bench_firmware                 # full run (~15 s)
-    python -m tools.bench_firmware --quick --json  # smaller, one JSON object on stdout
+    python -m fieldwatch.tools.bench_firmware                 # full run (~15 s)
+    python -m fieldwatch.tools.bench_firmware --quick --json  # smaller, one JSON object on stdout
 """
 
 import argparse
@@ -46,11 +46,11 @@ import tempfile
 import paho.mqtt.client as paho
 
 from tests.harness.broker import Broker
-from tools.benchlib import finish, fmt, progress, raw_publish, table_lines
+from fieldwatch.tools.benchlib import finish, fmt, progress, raw_publish, table_lines
 from tests.harness.micropython import REPO_ROOT, compile_mpy, find_micropython, run_micropython
-from tools.sim_board import ChipHost
-from tools.umqtt_fetch import umqtt_path
-from wire import codec
+from fieldwatch.tools.sim_board import ChipHost
+from fieldwatch.tools.umqtt_fetch import umqtt_path
+from fieldwatch.wire import codec
 
 RAW_TOPIC = "fieldwatch/v1/bench-fw-raw/telemetry/features"
 
@@ -188,7 +188,7 @@ def _words(stdout, tag):
 def firmware_path(work):
     """Compile firmware, wire and umqtt with mpy-cross; the MICROPYPATH entries (fakes first)."""
     out = os.path.join(work, "mpy")
-    compile_mpy(out, packages=("firmware", "wire"))
+    compile_mpy(out, packages=("firmware", "fieldwatch/wire"))
     compile_mpy(out, packages=("umqtt",), root=umqtt_path())
     return [os.path.join(out, "firmware", "fakes"), os.path.join(out, "firmware"), out]
 
@@ -357,7 +357,7 @@ def table(res):
 
 def main(argv=None):
     """Entry point: parse options, run, print a table (or --json)."""
-    p = argparse.ArgumentParser(prog="python -m tools.bench_firmware", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fieldwatch.tools.bench_firmware", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--messages", type=int, help="messages for (a) and (b) with PUBACK awaited (default 5,000; --quick 500)")
     p.add_argument("--raw-messages", type=int, help="messages for (b) with a window (default 20,000; --quick 2,000)")

@@ -22,8 +22,8 @@ Drain rates are measured from the first message received to the last one
 acknowledged (raw) or committed (collector, from the rows' receipt and commit
 times), so process start-up is not counted on either side.
 
-    python -m tools.bench_ingest                 # full run (~2-3 minutes)
-    python -m tools.bench_ingest --quick --json  # smaller, one JSON object
+    python -m fieldwatch.tools.bench_ingest                 # full run (~2-3 minutes)
+    python -m fieldwatch.tools.bench_ingest --quick --json  # smaller, one JSON object
 """
 
 import argparse
@@ -43,9 +43,9 @@ from collector import mqtt as collector_mqtt
 from tests.harness.broker import Broker
 from tests.harness.collector import CollectorProcess, wait_rows
 from tests.harness.postgres import PostgresCluster
-from tools.benchlib import proc_cpu_s, progress
-from tools.loadgen import ConfirmingPublisher, FastPublisher, reading_payload
-from wire import codec, topics
+from fieldwatch.tools.benchlib import proc_cpu_s, progress
+from fieldwatch.tools.loadgen import ConfirmingPublisher, FastPublisher, reading_payload
+from fieldwatch.wire import codec, topics
 
 PACE_S = 0.002   # the live publisher sleeps once it is this far ahead of its schedule
 
@@ -383,7 +383,7 @@ def table(res, a):
 
 def main(argv=None):
     """Run the benchmark and print a table (or one JSON object)."""
-    p = argparse.ArgumentParser(prog="python -m tools.bench_ingest", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fieldwatch.tools.bench_ingest", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--messages", type=int, default=200000, help="backlog size for (a) and (b) (default %(default)s)")
     p.add_argument("--devices", type=int, default=50, help="simulated devices (default %(default)s)")

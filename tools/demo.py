@@ -1,7 +1,7 @@
 """The demo: broker, database, collector with its status page, and a simulated fleet.
 
     ./run demo                      # what the README shows
-    python -m tools.demo --agents 3 --port 8080
+    python -m fieldwatch.tools.demo --agents 3 --port 8080
 
 Uses the broker and database named by MQTT_URL and DATABASE_URL when they are
 set; otherwise starts a private Mosquitto and a private PostgreSQL cluster of
@@ -51,7 +51,7 @@ def start_boards(n, workdir, env, procs):
     """Start n simulated ESP32 boards (tools/sim_board.py), esp-01, esp-02, ..."""
     if n <= 0:
         return
-    from tools.sim_board import BoardError, micropython_exe
+    from fieldwatch.tools.sim_board import BoardError, micropython_exe
     try:
         micropython_exe()
     except BoardError as e:
@@ -61,7 +61,7 @@ def start_boards(n, workdir, env, procs):
         dev = "esp-%02d" % (i + 1)
         state = workdir / dev
         state.mkdir()
-        board = subprocess.Popen([sys.executable, "-m", "tools.sim_board", "--device-id", dev,
+        board = subprocess.Popen([sys.executable, "-m", "fieldwatch.tools.sim_board", "--device-id", dev,
                                   "--state-dir", str(state / "flash")],
                                  env=dict(env, COLLECTOR_WEB_LISTEN=""), cwd=str(Path(__file__).resolve().parents[1]),
                                  stdout=open(state / "board.log", "wb"), stderr=subprocess.STDOUT)
@@ -71,7 +71,7 @@ def start_boards(n, workdir, env, procs):
 
 def main(argv=None):
     """Run the demo until Ctrl-C."""
-    p = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fieldwatch.tools.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agents", type=int, default=3, help="simulated Raspberry Pi agents (default %(default)s)")
     p.add_argument("--boards", type=int, default=2,

@@ -1,9 +1,9 @@
 """Flash the Fieldwatch firmware to an ESP32 running MicroPython (v1.22 or later).
 
-    python -m tools.flash --port /dev/ttyUSB0 [--config FILE] [--dry-run] [--offline] [--all]
+    python -m fieldwatch.tools.flash --port /dev/ttyUSB0 [--config FILE] [--dry-run] [--offline] [--all]
 
 Steps, with progress on the console:
-  1. compile firmware/*.py and wire/*.py with mpy-cross into build/flash/ (boot.py and
+  1. compile firmware/*.py and fieldwatch/wire/*.py with mpy-cross into build/flash/ (boot.py and
      main.py stay source: the board runs them by name; firmware/fakes/ is never flashed);
   2. copy what changed since the last flash of this port (hashes in build/flash/<port>.json;
      --all copies everything) plus the config as :config.json, with `mpremote fs cp`;
@@ -42,8 +42,9 @@ def firmware_files():
     out = []
     for p in sorted((REPO / "firmware").glob("*.py")):
         out.append((p, p.name if p.name in SOURCE_ONLY else p.stem + ".mpy"))
-    for p in sorted((REPO / "wire").glob("*.py")):
-        out.append((p, "wire/" + p.stem + ".mpy"))
+    # The wire contract, under the name every side imports it by (fieldwatch.wire).
+    for p in [REPO / "fieldwatch" / "__init__.py"] + sorted((REPO / "fieldwatch" / "wire").glob("*.py")):
+        out.append((p, str(p.relative_to(REPO).with_suffix(".mpy"))))
     return out
 
 
@@ -108,7 +109,7 @@ def plan(port, built, config, use_mip, manifest, copy_all):
     if use_mip:
         cmds.append(mp + ["mip", "install", "umqtt.simple"])
     else:
-        from tools.umqtt_fetch import umqtt_path
+        from fieldwatch.tools.umqtt_fetch import umqtt_path
         simple = os.path.join(umqtt_path(), "umqtt", "simple.py")
         cmds.append(mp + ["fs", "mkdir", ":lib"])
         cmds.append(mp + ["fs", "mkdir", ":lib/umqtt"])
@@ -119,7 +120,7 @@ def plan(port, built, config, use_mip, manifest, copy_all):
 
 def main(argv=None):
     """Entry point: see the module docstring."""
-    ap = argparse.ArgumentParser(prog="python -m tools.flash", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m fieldwatch.tools.flash", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
     ap.add_argument("--config", help="JSON config to install as :config.json "

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from wire.codec import COMMANDS  # the wire contract's command names
+from fieldwatch.wire.codec import COMMANDS  # the wire contract's command names
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 

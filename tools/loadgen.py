@@ -11,7 +11,7 @@ small inflight window), enough to make a 5,000 msg/s publisher on a 2-core
 machine the bottleneck whose queueing shows up as "collector latency". It
 writes PUBLISH packets itself, many per write, and counts PUBACKs.
 
-    python -m tools.loadgen --devices 50 --rate 2000 --seconds 30
+    python -m fieldwatch.tools.loadgen --devices 50 --rate 2000 --seconds 30
 """
 
 import argparse
@@ -27,7 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collector.mqtt import _Client
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 
 class ConfirmingPublisher:
@@ -215,7 +215,7 @@ def reading_payload(dev, boot, seq, t0_ms, n=1):
 
 def main(argv=None):
     """Generate paced load from synthetic devices until the time is up."""
-    p = argparse.ArgumentParser(prog="python -m tools.loadgen", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fieldwatch.tools.loadgen", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="mqtt://127.0.0.1:1883", help="broker URL (default %(default)s)")
     p.add_argument("--devices", type=int, default=10, help="synthetic devices (default %(default)s)")

@@ -1,13 +1,13 @@
 """A simulated ESP32 board: the real firmware on the MicroPython Unix port.
 
-    python -m tools.sim_board --device-id esp-01 --state-dir DIR
-    MQTT_URL=mqtt://127.0.0.1:1883 python -m tools.sim_board --device-id esp-01 --state-dir DIR
+    python -m fieldwatch.tools.sim_board --device-id esp-01 --state-dir DIR
+    MQTT_URL=mqtt://127.0.0.1:1883 python -m fieldwatch.tools.sim_board --device-id esp-01 --state-dir DIR
 
 What is real and what is simulated:
   * the firmware (firmware/*.py, wire/, umqtt.simple 1.3.4), compiled with mpy-cross
     as tools/flash.py deploys it (or run from source with --source), booted the way
     the board boots it (boot.py, then main.py) with the heap of a board (100 KB);
-  * the ADXL345 is the register model sim/adxl345.py, served over a local TCP link by
+  * the ADXL345 is the register model fieldwatch/sim/adxl345.py, served over a local TCP link by
     a chip host in this process (ChipHost below): like the real chip, its registers and
     FIFO live outside the ESP32's heap; the fake machine.I2C (firmware/fakes) talks to it;
   * the GPS module is the fake machine.UART replaying a real NMEA log from tests/data/nmea
@@ -59,9 +59,9 @@ class ChipHost:
     """
 
     def __init__(self, signal_name="synthetic", address=0x53):
-        from sim.adxl345 import ADXL345Model
-        from sim.i2c import FakeI2C
-        from sim import signals
+        from fieldwatch.sim.adxl345 import ADXL345Model
+        from fieldwatch.sim.i2c import FakeI2C
+        from fieldwatch.sim import signals
         source = signals.synthetic() if signal_name == "synthetic" else signals.constant()
         self.model = ADXL345Model(source, clock=time.monotonic)
         self.bus = FakeI2C()
@@ -248,7 +248,7 @@ def broker_config(mqtt_url):
 
 def board_config(device_id, mqtt_url, rate_hz=400):
     """The config.json of a simulated board (checked again by the firmware at boot)."""
-    from wire import topics
+    from fieldwatch.wire import topics
     if not topics.valid_device_id(device_id):
         raise BoardError("--device-id %r: 1 to 32 of a-z 0-9 - _, starting with a letter or digit"
                          % device_id)
@@ -264,14 +264,14 @@ def build(out_dir, source=False):
 
     Compiled with mpy-cross (as flashed) unless source is true.
     """
-    from tools.umqtt_fetch import umqtt_path
+    from fieldwatch.tools.umqtt_fetch import umqtt_path
     umqtt = umqtt_path()
     if source:
         return [str(REPO / "firmware" / "fakes"), str(REPO / "firmware"), str(REPO), umqtt]
     sys.path.insert(0, str(REPO / "tests"))
     from harness.micropython import compile_mpy
     out = Path(out_dir)
-    compile_mpy(out, packages=("firmware", "wire", "sim"))
+    compile_mpy(out, packages=("firmware", "fieldwatch/wire", "fieldwatch/sim"))
     compile_mpy(out, packages=("umqtt",), root=umqtt)
     return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
@@ -409,7 +409,7 @@ def heap_size(text):
 
 def main(argv=None):
     """Run one simulated board until SIGINT/SIGTERM (or --seconds)."""
-    p = argparse.ArgumentParser(prog="python -m tools.sim_board", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fieldwatch.tools.sim_board", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device-id", required=True, help="the board's device id (e.g. esp-01)")
     p.add_argument("--state-dir", required=True,

@@ -1,6 +1,6 @@
 """Fetch micropython-lib's umqtt.simple from PyPI into a local cache; print its path.
 
-    python -m tools.umqtt_fetch            # prints .cache/umqtt (holds umqtt/simple.py)
+    python -m fieldwatch.tools.umqtt_fetch            # prints .cache/umqtt (holds umqtt/simple.py)
 
 The PyPI package `micropython-umqtt.simple` (1.3.4) is an sdist without setup.py,
 so pip cannot install it; `pip download --no-binary :all:` fetches the tarball and

@@ -44,9 +44,9 @@ class ChipBus:
 
 def bus():
     """A ChipBus holding a fresh model, clocked by time.ticks_ms()."""
-    from sim.adxl345 import ADXL345Model
+    from fieldwatch.sim.adxl345 import ADXL345Model
     if os.getenv("FW_SIGNAL") == "synthetic":
-        from sim import signals
+        from fieldwatch.sim import signals
         source = signals.synthetic()
     else:
         source = Vibration()

@@ -25,7 +25,7 @@ import pytest
 
 from harness.collector import CollectorProcess
 from harness.waiting import wait_for
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 # Record tables and how each stores a record's key; a result is keyed in commands.
 KEY_QUERIES = [

@@ -23,7 +23,7 @@ import pytest
 from edge_agent import config as agent_config
 from edge_agent import sdnotify, service
 from edge_agent.outbox import read_records
-from wire import topics
+from fieldwatch.wire import topics
 
 EDGE_AGENT = Path(sys.executable).parent / "edge-agent"
 WATCHDOG_USEC = 400000   # systemd would say WatchdogSec=0.4: pings every 0.2 s

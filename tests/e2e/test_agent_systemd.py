@@ -74,7 +74,7 @@ def test_what_the_namespace_puts_back():
     """A clone under /tmp is bound back into the namespace's own /tmp; one below a closed directory too."""
     import shutil
     import tempfile
-    from tools.systemd_check import paths_to_expose
+    from fieldwatch.tools.systemd_check import paths_to_expose
     base = tempfile.mkdtemp(prefix="fw-expose-", dir="/tmp")     # (pytest's tmp_path is below a 0700 directory)
     try:
         os.chmod(base, 0o755)

@@ -11,7 +11,7 @@ KEYS = ("outbox_enqueue_per_s", "outbox_enqueue_batched_per_s", "raw_publish_msg
 
 
 def test_bench_agent_quick_json():
-    res, progress = run_json("tools.bench_agent", "--quick", "--backlog", "2000", "--raw-messages", "200",
+    res, progress = run_json("fieldwatch.tools.bench_agent", "--quick", "--backlog", "2000", "--raw-messages", "200",
                              "--enqueue-seconds", "0.5", "--cpu-seconds", "2", "--with-collector")
     for key in KEYS:
         assert isinstance(res[key], (int, float)) and res[key] > 0, (key, res[key])
@@ -26,6 +26,6 @@ def test_bench_agent_quick_json():
 
 
 def test_bench_agent_bad_option_is_a_message():
-    r = subprocess.run([sys.executable, "-m", "tools.bench_agent", "--rate-hz", "1000"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "fieldwatch.tools.bench_agent", "--rate-hz", "1000"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not an ADXL345 rate" in r.stderr and "Traceback" not in r.stderr

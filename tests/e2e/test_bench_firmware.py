@@ -16,7 +16,7 @@ NUMBERS = POSITIVE + ("hot_alloc_bytes", "hot_alloc_bytes_per_sample", "wave_all
 
 
 def test_bench_firmware_quick_json():
-    res, progress = run_json("tools.bench_firmware", "--quick", timeout=30)
+    res, progress = run_json("fieldwatch.tools.bench_firmware", "--quick", timeout=30)
     for key in NUMBERS:
         assert isinstance(res[key], (int, float)) and not isinstance(res[key], bool), (key, res[key])
         assert res[key] >= 0, (key, res[key])
@@ -33,6 +33,6 @@ def test_bench_firmware_quick_json():
 
 
 def test_bench_firmware_bad_option_is_a_message():
-    r = subprocess.run([sys.executable, "-m", "tools.bench_firmware", "--rate-hz", "1000"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "fieldwatch.tools.bench_firmware", "--rate-hz", "1000"], cwd=ROOT,
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "not an ADXL345 rate" in r.stderr and "Traceback" not in r.stderr

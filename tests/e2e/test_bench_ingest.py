@@ -1,4 +1,4 @@
-"""Smoke test of the ingest benchmark: a tiny run of `python -m tools.bench_ingest --json`.
+"""Smoke test of the ingest benchmark: a tiny run of `python -m fieldwatch.tools.bench_ingest --json`.
 
 It starts its own private Mosquitto and PostgreSQL through tests/harness (the
 benchmark needs track_commit_timestamp, which the shared cluster does not set),
@@ -9,11 +9,11 @@ import subprocess
 import sys
 
 from harness.bench import run_json
-from tools.bench_ingest import JSON_KEYS
+from fieldwatch.tools.bench_ingest import JSON_KEYS
 
 
 def test_bench_ingest_tiny_run_prints_every_json_key_with_positive_values():
-    res, _ = run_json("tools.bench_ingest", "--messages", "2000", "--devices", "5", "--collectors", "2",
+    res, _ = run_json("fieldwatch.tools.bench_ingest", "--messages", "2000", "--devices", "5", "--collectors", "2",
                       "--live-rate", "500", "--live-seconds", "1", "--wave-blocks", "10")
     for key in JSON_KEYS:
         assert isinstance(res.get(key), (int, float)) and res[key] > 0, (key, res.get(key))
@@ -25,6 +25,6 @@ def test_bench_ingest_tiny_run_prints_every_json_key_with_positive_values():
 
 
 def test_bench_ingest_rejects_bad_arguments_with_a_message():
-    r = subprocess.run([sys.executable, "-m", "tools.bench_ingest", "--messages", "0"],
+    r = subprocess.run([sys.executable, "-m", "fieldwatch.tools.bench_ingest", "--messages", "0"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "--messages must be at least 1" in r.stderr and "Traceback" not in r.stderr

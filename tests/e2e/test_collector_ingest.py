@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from tests.harness.collector import CollectorProcess, count_keys, wait_rows
-from tools.loadgen import ConfirmingPublisher, reading_payload
-from wire import codec
+from fieldwatch.tools.loadgen import ConfirmingPublisher, reading_payload
+from fieldwatch.wire import codec
 
 NOW = lambda: int(time.time() * 1000)  # noqa: E731
 

@@ -14,8 +14,8 @@ from collector import migrate, partitions
 from collector.batch import Batch
 from collector.mqtt import Message
 from collector.store import Store
-from tools.loadgen import reading_payload
-from wire import codec
+from fieldwatch.tools.loadgen import reading_payload
+from fieldwatch.wire import codec
 
 
 def _relkinds(conn):

@@ -9,7 +9,7 @@ from collector.batch import Batch
 from collector.migrate import migrate
 from collector.mqtt import Message
 from collector.store import Store
-from tools.loadgen import reading_payload
+from fieldwatch.tools.loadgen import reading_payload
 
 NOW = lambda: int(time.time() * 1000)  # noqa: E731
 
@@ -69,7 +69,7 @@ def test_store_data_commit_does_not_wait_for_a_locked_device_row(fresh_db):
 
 
 def test_store_direct_copy_and_staging_route_store_each_key_once_with_the_same_time(fresh_db):
-    from wire import codec
+    from fieldwatch.wire import codec
     migrate(fresh_db, log_progress=lambda m: None)
     st = Store(fresh_db)
     t = 1763880123457                                    # not a round second: ms must survive both routes

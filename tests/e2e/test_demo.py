@@ -1,4 +1,4 @@
-"""The README's main command: `./run demo` (tools.demo) brings up the whole system for real.
+"""The README's main command: `./run demo` (fieldwatch.tools.demo) brings up the whole system for real.
 
 Runs the demo as a user would from a terminal (its own process group, Ctrl-C to the
 group), waits for the status page it prints, checks that the simulated fleet's data
@@ -49,7 +49,7 @@ def test_demo_runs_the_fleet_serves_the_page_and_stops_cleanly_on_ctrl_c():
     env = dict(os.environ)
     env.pop("MQTT_URL", None)  # the demo starts its own broker and database
     env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "tools.demo", "--agents", "2", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "fieldwatch.tools.demo", "--agents", "2", "--port", str(port)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     lines = []

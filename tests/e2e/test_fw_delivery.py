@@ -17,8 +17,8 @@ import pytest
 
 from harness.collector import CollectorProcess
 from harness.micropython import REPO_ROOT, compile_mpy
-from tools.sim_board import ChipHost
-from tools.umqtt_fetch import umqtt_path
+from fieldwatch.tools.sim_board import ChipHost
+from fieldwatch.tools.umqtt_fetch import umqtt_path
 
 # The whole application with the heap of a board (issue 5). The ADXL345 model runs
 # in a chip host (tools/sim_board.ChipHost) outside the device process, as the real
@@ -74,7 +74,7 @@ TABLES = {"features": "feature_windows", "fix": "fixes", "wave": "waveforms"}
 @pytest.fixture(scope="module")
 def fw_path(tmp_path_factory):
     out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "wire", "sim"))
+    compile_mpy(out, packages=("firmware", "fieldwatch/wire", "fieldwatch/sim"))
     compile_mpy(out, packages=("umqtt",), root=umqtt_path())
     return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 

@@ -7,7 +7,7 @@ import time
 import paho.mqtt.client as paho
 
 from edge_agent.uplink import Uplink
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 DEV = "uplink-test"
 

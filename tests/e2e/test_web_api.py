@@ -16,7 +16,7 @@ import pytest
 
 from harness.broker import Broker
 from tests.e2e.web_fleet import MARKUP_DEVICE, MARKUP_FW, MARKUP_LOG, TOKEN, get, request, start_fleet
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 
 @pytest.fixture(scope="module")

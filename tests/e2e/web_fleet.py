@@ -17,8 +17,8 @@ import urllib.request
 
 from harness.ports import free_port
 from tests.harness.collector import CollectorProcess
-from tools.loadgen import ConfirmingPublisher
-from wire import codec, topics
+from fieldwatch.tools.loadgen import ConfirmingPublisher
+from fieldwatch.wire import codec, topics
 
 TOKEN = "test-write-token-%d" % random.randrange(1 << 30)
 MARKUP_LOG = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'

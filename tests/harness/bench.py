@@ -1,4 +1,4 @@
-"""Running a benchmark (`python -m tools.bench_*`) the way its smoke tests do."""
+"""Running a benchmark (`python -m fieldwatch.tools.bench_*`) the way its smoke tests do."""
 
 import json
 import os

@@ -2,7 +2,7 @@
 
 import paho.mqtt.client as paho
 
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 
 class DeviceListener:

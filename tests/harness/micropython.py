@@ -146,11 +146,12 @@ class _StartedProcesses:
         _STARTED.clear()
 
 
-def compile_mpy(out_dir, packages=("wire",), root=REPO_ROOT, mpy_cross=None):
+def compile_mpy(out_dir, packages=("fieldwatch/wire",), root=REPO_ROOT, mpy_cross=None):
     """Precompile Python packages to .mpy with mpy-cross, as firmware is deployed.
 
-    Each package directory `root/<pkg>` is mirrored into `out_dir/<pkg>` with every
-    .py compiled to .mpy. Returns `out_dir` (a str), ready to pass as `path=`.
+    Each package directory `root/<pkg>` (e.g. "firmware", "fieldwatch/wire") is mirrored
+    into `out_dir/<pkg>` with every .py compiled to .mpy, and the `__init__.py` of each
+    enclosing package ("fieldwatch") with it. Returns `out_dir` (a str), ready to pass as `path=`.
     Raises FileNotFoundError if mpy-cross is missing, CalledProcessError if it fails.
     """
     tool = mpy_cross or find_mpy_cross()
@@ -159,7 +160,9 @@ def compile_mpy(out_dir, packages=("wire",), root=REPO_ROOT, mpy_cross=None):
     out = Path(out_dir)
     for pkg in packages:
         src = Path(root) / pkg
-        for py in sorted(src.rglob("*.py")):
+        inits = [Path(root) / p / "__init__.py" for p in Path(pkg).parents if p != Path(".")]
+        inits = [p for p in inits if p.exists()]
+        for py in inits + sorted(src.rglob("*.py")):
             rel = py.relative_to(root)
             dst = out / rel.with_suffix(".mpy")
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The simulated ADXL345 (sim/adxl345.py) and fake bus (sim/i2c.py): register semantics
+"""The simulated ADXL345 (fieldwatch/sim/adxl345.py) and fake bus (fieldwatch/sim/i2c.py): register semantics
 from the datasheet (Rev. G), the real Adafruit driver running on them, and the same model
 under the MicroPython Unix port."""
 
@@ -8,13 +8,13 @@ import time
 import adafruit_adxl34x
 import pytest
 
-from sim import signals
-from sim.adxl345 import (ADXL345Model, FIFO_BYPASS, FIFO_FIFO, FIFO_STREAM, FIFO_TRIGGER,
+from fieldwatch.sim import signals
+from fieldwatch.sim.adxl345 import (ADXL345Model, FIFO_BYPASS, FIFO_FIFO, FIFO_STREAM, FIFO_TRIGGER,
                          INT_DATA_READY, INT_OVERRUN, INT_WATERMARK, REG_BW_RATE,
                          REG_DATA_FORMAT, REG_DATAX0, REG_DEVID, REG_FIFO_CTL,
                          REG_FIFO_STATUS, REG_INT_ENABLE, REG_INT_MAP, REG_INT_SOURCE,
                          REG_OFSX, REG_POWER_CTL, output_data_rate_hz, rate_code_for_hz)
-from sim.i2c import EIO, FakeI2C
+from fieldwatch.sim.i2c import EIO, FakeI2C
 
 STANDARD_GRAVITY = 9.80665
 DRIVER_G_PER_LSB = 0.004  # what the Adafruit driver multiplies by (the chip is 3.9 mg/LSB)
@@ -340,9 +340,9 @@ def test_adafruit_driver_probe_fails_without_chip():
 
 MICROPYTHON_SCRIPT = r"""
 import struct
-from sim.adxl345 import ADXL345Model
-from sim.i2c import FakeI2C
-from sim import signals
+from fieldwatch.sim.adxl345 import ADXL345Model
+from fieldwatch.sim.i2c import FakeI2C
+from fieldwatch.sim import signals
 
 def run():
     src = signals.synthetic(seed=5)

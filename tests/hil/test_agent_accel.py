@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edge_agent.accel import Accelerometer, RATES_HZ
-from sim import signals
+from fieldwatch.sim import signals
 
 CWRU_97 = Path(__file__).resolve().parents[1] / "data" / "vibration" / "cwru_97_normal_de_12k.csv"
 

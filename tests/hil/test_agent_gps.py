@@ -35,7 +35,7 @@ from harness.collector import CollectorProcess
 from harness.ports import free_port
 from harness.listener import DeviceListener
 from harness.waiting import wait_for
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 NMEA = Path(__file__).resolve().parents[1] / "data" / "nmea"
 LOGS = sorted(p.name for p in NMEA.glob("*.log"))

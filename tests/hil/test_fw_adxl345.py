@@ -1,5 +1,5 @@
 """Firmware ADXL345 driver (firmware/adxl345.py) on MicroPython with a 100 KB heap:
-FIFO stream mode against the register model sim/adxl345.py, and a drain loop that
+FIFO stream mode against the register model fieldwatch/sim/adxl345.py, and a drain loop that
 allocates nothing."""
 
 import pytest
@@ -11,7 +11,7 @@ from harness.micropython import compile_mpy
 def fw_path(tmp_path_factory):
     """MICROPYPATH entries: fake machine/network, firmware, repo packages (all as .mpy)."""
     out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "sim", "wire"))
+    compile_mpy(out, packages=("firmware", "fieldwatch/sim", "fieldwatch/wire"))
     return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
 
@@ -68,9 +68,9 @@ def test_fw_adxl_drain_allocates_nothing(micropython, fw_path, tmp_path):
 
 FIFO = r"""
 import struct
-from sim.i2c import FakeI2C
-from sim.adxl345 import ADXL345Model
-from sim import signals
+from fieldwatch.sim.i2c import FakeI2C
+from fieldwatch.sim.adxl345 import ADXL345Model
+from fieldwatch.sim import signals
 from adxl345 import ADXL345
 
 src = signals.counter()
@@ -127,7 +127,7 @@ def test_fw_adxl_fifo_stream_against_chip_model(micropython, fw_path, tmp_path):
 
 
 def test_fw_adxl_wrong_devid_is_reported(micropython, fw_path, tmp_path):
-    code = ("from sim.i2c import FakeI2C\n"
+    code = ("from fieldwatch.sim.i2c import FakeI2C\n"
             "from adxl345 import ADXL345, ADXL345Error\n"
             "class Dev:\n"
             "    def read_register(self, reg, n): return bytes(n)\n"

@@ -16,9 +16,9 @@ import json
 import pytest
 
 from harness.micropython import REPO_ROOT, compile_mpy
-from tools.sim_board import ChipHost
-from tools.umqtt_fetch import umqtt_path
-from wire import codec
+from fieldwatch.tools.sim_board import ChipHost
+from fieldwatch.tools.umqtt_fetch import umqtt_path
+from fieldwatch.wire import codec
 
 HEAP = "100K"
 VECTORS = REPO_ROOT / "tests" / "vectors" / "wire_v1.json"
@@ -27,7 +27,7 @@ VECTORS = REPO_ROOT / "tests" / "vectors" / "wire_v1.json"
 @pytest.fixture(scope="module")
 def fw_path(tmp_path_factory):
     out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "wire"))
+    compile_mpy(out, packages=("firmware", "fieldwatch/wire"))
     compile_mpy(out, packages=("umqtt",), root=umqtt_path())
     return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
@@ -130,7 +130,7 @@ def test_fw_app_wave_block_matches_codec(micropython, fw_path, chip, tmp_path, n
 
 SLIM = r"""
 import sys, json
-from wire import codec
+from fieldwatch.wire import codec
 import slim
 
 def answers():

@@ -16,7 +16,7 @@ MODULES = sorted(p for p in FIRMWARE.rglob("*.py"))
 @pytest.fixture(scope="module")
 def fw_path(tmp_path_factory):
     out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "wire"))
+    compile_mpy(out, packages=("firmware", "fieldwatch/wire"))
     return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
 
@@ -166,13 +166,13 @@ def test_fw_clock_ntp_against_local_responder(micropython, fw_path, tmp_path):
 
 def test_fw_flash_dry_run_prints_mpremote_commands(tmp_path):
     import sys
-    r = subprocess.run([sys.executable, "-m", "tools.flash", "--port", "/dev/ttyUSB0", "--config",
+    r = subprocess.run([sys.executable, "-m", "fieldwatch.tools.flash", "--port", "/dev/ttyUSB0", "--config",
                         str(FIRMWARE / "config.example.json"), "--dry-run", "--offline", "--all"],
                        cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     cmds = [ln for ln in r.stdout.splitlines() if "mpremote connect /dev/ttyUSB0" in ln]
     copied = [ln.rsplit(" :", 1)[1] for ln in cmds if " fs cp " in ln]
-    for name in ("adxl345.mpy", "nmea.mpy", "app.mpy", "boot.py", "main.py", "wire/codec.mpy",
+    for name in ("adxl345.mpy", "nmea.mpy", "app.mpy", "boot.py", "main.py", "fieldwatch/wire/codec.mpy",
                  "config.json", "lib/umqtt/simple.py"):
         assert name in copied, (name, copied)
     assert not any("fakes" in c or c in ("machine.mpy", "network.mpy") for c in copied)

@@ -9,13 +9,13 @@ import paho.mqtt.client as paho
 import pytest
 
 from harness.micropython import compile_mpy
-from tools.umqtt_fetch import umqtt_path
+from fieldwatch.tools.umqtt_fetch import umqtt_path
 
 
 @pytest.fixture(scope="module")
 def fw_path(tmp_path_factory):
     out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "wire"))
+    compile_mpy(out, packages=("firmware", "fieldwatch/wire"))
     compile_mpy(out, packages=("umqtt",), root=umqtt_path())
     return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
@@ -106,7 +106,7 @@ while time.ticks_diff(time.ticks_ms(), t0) < 20000:
 
 
 def test_fw_mqtt_birth_will_and_commands(micropython, fw_path, fresh_broker, tmp_path):
-    from wire import codec
+    from fieldwatch.wire import codec
     sub = Counter(fresh_broker.port, "fieldwatch/v1/dev-birth/#")
     try:
         p = micropython.start(BIRTH, args=[fresh_broker.port], path=fw_path, cwd=str(tmp_path))

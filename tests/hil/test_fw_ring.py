@@ -9,7 +9,7 @@ from harness.micropython import compile_mpy
 @pytest.fixture(scope="module")
 def fw_path(tmp_path_factory):
     out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "wire"))
+    compile_mpy(out, packages=("firmware", "fieldwatch/wire"))
     return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(find_micropython() is None, reason="no MicroPyth
 
 def sim_board(*args, env=None, timeout=60):
     full = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "tools.sim_board", *args], cwd=str(REPO_ROOT),
+    return subprocess.run([sys.executable, "-m", "fieldwatch.tools.sim_board", *args], cwd=str(REPO_ROOT),
                           env=full, capture_output=True, text=True, timeout=timeout)
 
 
@@ -97,7 +97,7 @@ def test_sim_board_runs_the_firmware_and_publishes(fresh_broker, tmp_path, rate)
     watch = Watcher(fresh_broker.port, "esp-07")
     state = tmp_path / "flash"
     log = open(tmp_path / "board.log", "w")
-    p = subprocess.Popen([sys.executable, "-m", "tools.sim_board", "--device-id", "esp-07",
+    p = subprocess.Popen([sys.executable, "-m", "fieldwatch.tools.sim_board", "--device-id", "esp-07",
                           "--state-dir", str(state), "--rate-hz", str(rate)], cwd=str(REPO_ROOT),
                          env=dict(os.environ, MQTT_URL=fresh_broker.url), stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -122,7 +122,7 @@ def test_sim_board_runs_the_firmware_and_publishes(fresh_broker, tmp_path, rate)
 
 
 def test_sim_board_crash_loop_ends_in_safe_mode_until_cleared(tmp_path):
-    from tools.sim_board import Board
+    from fieldwatch.tools.sim_board import Board
     state = tmp_path / "flash"
     log_path = tmp_path / "board.log"
     notes = []
@@ -168,7 +168,7 @@ def test_sim_board_moves_the_nmea_log_to_now(tmp_path):
     # board's clock to 2020): times and dates shifted, checksums recomputed, the rest
     # of every sentence (position, speed, ...) exactly as recorded.
     import datetime
-    from tools.sim_board import _log_start, shift_nmea
+    from fieldwatch.tools.sim_board import _log_start, shift_nmea
     src = REPO_ROOT / "tests" / "data" / "nmea" / "ublox-neo-m9n-nmea.log"
     start = datetime.datetime(2026, 11, 23, 23, 59, 30, tzinfo=datetime.timezone.utc)
     copies = shift_nmea(src, tmp_path / "now.log", start, 600, 960)

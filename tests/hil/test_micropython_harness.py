@@ -30,24 +30,24 @@ def test_allocating_more_than_the_heap_raises_memoryerror(micropython):
 
 
 def test_import_wire_codec_from_repo_root(micropython, tmp_path):
-    # Compiling wire/codec.py from source on the device needs more than a 100K heap
+    # Compiling fieldwatch/wire/codec.py from source on the device needs more than a 100K heap
     # (the compiler's working memory), so the source import runs with 256K here;
     # as precompiled .mpy (how firmware is deployed) it fits in 100K, below.
-    code = ("import wire.codec\n"
-            "print(wire.codec.__file__)\n"
-            "print(callable(wire.codec.decode))\n")
+    code = ("import fieldwatch.wire.codec\n"
+            "print(fieldwatch.wire.codec.__file__)\n"
+            "print(callable(fieldwatch.wire.codec.decode))\n")
     r = micropython(code, heapsize="256K", cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     path, ok = r.stdout.split()
-    assert path == os.path.join(str(REPO_ROOT), "wire", "codec.py")
+    assert path == os.path.join(str(REPO_ROOT), "fieldwatch", "wire", "codec.py")
     assert ok == "True"
 
 
 def test_import_precompiled_wire_codec_in_100k(micropython, tmp_path):
-    mpy_dir = compile_mpy(tmp_path / "mpy", packages=("wire",))
-    code = ("import wire.codec\n"
-            "print(wire.codec.__file__)\n"
-            "print(callable(wire.codec.decode))\n")
+    mpy_dir = compile_mpy(tmp_path / "mpy", packages=("fieldwatch/wire",))
+    code = ("import fieldwatch.wire.codec\n"
+            "print(fieldwatch.wire.codec.__file__)\n"
+            "print(callable(fieldwatch.wire.codec.decode))\n")
     # cwd elsewhere: MicroPython puts '' first in sys.path, which would shadow mpy_dir.
     r = micropython(code, heapsize="100K", path=[mpy_dir], cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr

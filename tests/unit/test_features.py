@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge_agent import features
-from wire import codec
+from fieldwatch.wire import codec
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "vibration")
 RATE = 12000.0

@@ -1,6 +1,6 @@
 """fleetctl's tables: aligned, times shortened, nothing a device sends can drive the terminal."""
 
-from tools.fleetctl import table
+from fieldwatch.tools.fleetctl import table
 
 
 def test_fleetctl_table_aligns_shortens_times_and_neutralises_terminal_escapes():

@@ -15,7 +15,7 @@ import pytest
 from edge_agent import keys as keys_mod
 from edge_agent.keys import KeySource
 from edge_agent.outbox import Outbox
-from wire import codec, topics
+from fieldwatch.wire import codec, topics
 
 DEV = "pump-07"
 T0 = 1751327990000

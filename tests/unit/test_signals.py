@@ -1,4 +1,4 @@
-"""Signal sources for the simulated ADXL345 (sim/signals.py): spectra, determinism, the
+"""Signal sources for the simulated ADXL345 (fieldwatch/sim/signals.py): spectra, determinism, the
 real CWRU recordings against the reference figures in tests/data/vibration/README.md."""
 
 import math
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim import signals
+from fieldwatch.sim import signals
 
 VIBRATION = Path(__file__).resolve().parents[1] / "data" / "vibration"
 CWRU_97 = VIBRATION / "cwru_97_normal_de_12k.csv"

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from collector.cli import SCHEMA
-from tools import fleetctl
+from fieldwatch.tools import fleetctl
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "api.md").read_text()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from wire import topics
+from fieldwatch.wire import topics
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from wire import codec
+from fieldwatch.wire import codec
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +33,7 @@ def _load_checker():
 
 cv = _load_checker()
 CASES = list(cv.iter_cases(str(VECTORS)))
-ERROR_CODES = sorted(set(re.findall(r'_fail\(\s*"(\w+)"', (ROOT / "wire" / "codec.py").read_text())))
+ERROR_CODES = sorted(set(re.findall(r'_fail\(\s*"(\w+)"', (ROOT / "fieldwatch" / "wire" / "codec.py").read_text())))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -87,7 +87,7 @@ def test_every_error_code_has_a_vector():
 
 
 def test_every_kind_has_valid_and_invalid_vectors():
-    from wire import topics
+    from fieldwatch.wire import topics
     for kind in topics.SUFFIX:
         mine = [c for c in CASES if "encode" not in c and topics.parse(c["topic"]) == ("pump-07", kind)]
         assert any("expect" in c for c in mine), kind

@@ -16,11 +16,11 @@ import json
 import sys
 
 try:
-    from wire import codec
+    from fieldwatch.wire import codec
 except ImportError:  # CPython run as a script: put the repo root on the path
     _f = __file__.replace("\\", "/")
     sys.path.insert(0, "/".join(_f.split("/")[:-3]) or ".")
-    from wire import codec
+    from fieldwatch.wire import codec
 
 REL_TOL = 1e-9
 

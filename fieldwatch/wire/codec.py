@@ -11,7 +11,7 @@ import math
 import struct
 import sys
 
-from wire import topics
+from fieldwatch.wire import topics
 
 VERSION = 1
 
