@@ -60,8 +60,8 @@ class App:
         self._alloc_window(cfg["rate_hz"])
         self.features = Features()
         self.dev = cfg["device_id"]
-        self.boot = bootcount.next_boot(data_dir + "bootcount")
-        self.keys = bootcount.Keys(self.boot)
+        self.keys = bootcount.Keys(data_dir + "bootcount")
+        self.boot = self.keys.boot
         self.clock = Clock()
         self.clock.from_rtc()
         seg = 8192
@@ -91,6 +91,7 @@ class App:
         self.last_wave = time.ticks_ms()
         self.last_ntp = None
         self.windows = 0
+        self.windows_discarded = 0
 
     def _alloc_window(self, rate_hz):
         # one window of raw entries, allocated when the rate changes (never per sample)
@@ -107,7 +108,7 @@ class App:
     def _store(self, kind, n, encode, tail=None):
         # encode(seq, t0, tq) -> payload (+ tail: bytes-like stored after it);
         # key (boot, seq .. seq+n-1)
-        seq = self.keys.take(n)
+        self.boot, seq = self.keys.take(n)
         tq, t0 = self.clock.now()
         self.outbox.append(kind, self.boot, seq, n, encode(seq, t0, tq), tail)
 
@@ -116,9 +117,10 @@ class App:
         tq, t0 = self.clock.now()
         ob = self.outbox
         health = {"overruns": self.adxl.overruns, "windows": self.windows,
+                  "windows_discarded": self.windows_discarded,
                   "nmea_bad": self.gps.bad_checksum, "torn": ob.torn,
                   "reconnects": self.link.connects, "mem_free": gc.mem_free()}
-        return codec.encode_status(self.dev, self.boot, self.keys.seq, t0, tq, state, FW_VERSION,
+        return codec.encode_status(self.dev, self.keys.boot, self.keys.seq, t0, tq, state, FW_VERSION,
                                    HW, self.reset, ob.depth(), 0, ob.drops, health)
 
     # ---- sampling ----------------------------------------------------------------------
@@ -133,9 +135,27 @@ class App:
             return
         if self.filled == 0:
             self.window_t0 = self.clock.now()
-        self.filled += self.adxl.drain(self.window, self.filled, self.window_n - self.filled)
+        overruns = self.adxl.overruns
+        got = self.adxl.drain(self.window, self.filled, self.window_n - self.filled)
+        if self.adxl.overruns != overruns and self.filled:
+            self._restart_window(got)
+            return
+        self.filled += got
         if self.filled >= self.window_n:
             self._close_window()
+
+    def _restart_window(self, got):
+        # The FIFO overran before this read: samples are missing between the window so far
+        # and the `got` just read, so a window must not straddle the gap. As the Pi agent
+        # does (edge_agent windowing), the partial window is discarded and counted, and the
+        # new samples start the next one (moved to the front byte by byte: no allocation).
+        self.windows_discarded += 1
+        w = self.window
+        src = self.filled * 6
+        for i in range(got * 6):
+            w[i] = w[src + i]
+        self.filled = got
+        self.window_t0 = self.clock.now()
 
     def _close_window(self):
         n = self.filled

@@ -9,6 +9,8 @@
 import os
 import struct
 
+from fieldwatch.wire import codec
+
 try:
     from binascii import crc32
 except ImportError:  # pragma: no cover
@@ -51,14 +53,22 @@ def next_boot(path="/bootcount"):
 
 
 class Keys:
-    """Record keys (boot, seq): seq counts records within this boot from 0."""
+    """Record keys (boot, seq): seq counts records within this boot from 0.
 
-    def __init__(self, boot):
-        self.boot = boot
+    If seq would pass 2^32-1 the keys move to a new boot, as the contract demands
+    and as the Pi agent's edge_agent/keys.py does.
+    """
+
+    def __init__(self, path="/bootcount"):
+        self.path = path
+        self.boot = next_boot(path)
         self.seq = 0
 
     def take(self, n=1):
-        """Reserve n consecutive keys; return the first seq."""
+        """Reserve n consecutive keys; return (boot, first seq)."""
+        if self.seq + n - 1 > codec.MAX_U32:
+            self.boot = next_boot(self.path)
+            self.seq = 0
         s = self.seq
         self.seq += n
-        return s
+        return self.boot, s

@@ -87,6 +87,28 @@ def test_fw_app_hot_sampling_loop_allocates_nothing(micropython, fw_path, chip, 
     assert alloc == 0, r.stdout
 
 
+OVERRUN = APP + r"""
+time.sleep_ms(20)
+a.sample()                     # a partial window
+before = a.filled
+time.sleep_ms(200)             # 80 samples at 400 Hz: the 32-entry FIFO overruns
+a.sample()
+print(before, a.filled, a.adxl.overruns, a.windows_discarded, a.windows, a.outbox.depth())
+"""
+
+
+def test_fw_app_window_spanning_an_overrun_is_discarded(micropython, fw_path, chip, tmp_path):
+    # As the Pi agent: samples were lost between the partial window and the next read,
+    # so that window is dropped and counted, and what was read after the gap starts the next.
+    r = micropython(OVERRUN, args=[str(tmp_path) + "/"], heapsize=HEAP, path=fw_path,
+                    cwd=str(tmp_path), env={"FW_I2C": chip.address}, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    before, filled, overruns, discarded, windows, depth = map(int, r.stdout.split())
+    assert before > 0 and overruns == 1 and discarded == 1
+    assert 0 < filled <= 32            # only the FIFO read after the gap
+    assert windows == 0 and depth == 0
+
+
 WAVE = APP + r"""
 import struct
 n = int(sys.argv[2])

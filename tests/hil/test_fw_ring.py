@@ -135,6 +135,16 @@ def test_fw_bootcount_one_write_per_boot(micropython, fw_path, tmp_path):
     assert int(run(micropython, fw_path, tmp_path, code)) >= 1
 
 
+def test_fw_keys_move_to_a_new_boot_before_seq_passes_2_32(micropython, fw_path, tmp_path):
+    # As edge_agent/keys.py: a key is never (boot, 2^32) or above; the next boot takes over.
+    code = """import bootcount
+k = bootcount.Keys(%r)
+k.seq = 4294967294
+print(k.take(1), k.take(2), k.take(1), k.seq)
+""" % str(tmp_path / "bc")
+    assert run(micropython, fw_path, tmp_path, code).strip() == "(1, 4294967294) (2, 0) (2, 2) 3"
+
+
 def test_fw_ring_fully_confirmed_open_segment_then_next_segment(micropython, fw_path, tmp_path):
     # Regression: every record of the open (only) segment is confirmed, then the next
     # append starts a new segment. The confirmed segment must go when the first record
