@@ -261,7 +261,6 @@ class Outbox:
             row = self._db.execute("PRAGMA journal_mode").fetchone()
             if row[0].lower() != "wal":
                 raise OutboxError("%s: cannot use WAL mode (journal_mode=%s)" % (path, row[0]))
-            self._migrate_records_table()
             self._depth = self._db.execute("SELECT coalesce(sum(n), 0) FROM segments").fetchone()[0]
             self._drops = self._meta("drops")
         except sqlite3.Error as e:
@@ -320,56 +319,17 @@ class Outbox:
             last = [boot, seq, n, kind, tq, ts0, items, dev]
         return last
 
-    def _migrate_records_table(self):
-        # Outboxes written before segments kept one row per record in `records`: move them.
-        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone() is None:
-            return
-
-        def work(db):
-            rows = db.execute("SELECT boot, seq, kind, ts_ms, tq, body, queued_at FROM records "
-                              "ORDER BY boot, seq").fetchall()
-            i = moved = 0
-            while i < len(rows):
-                # a run of one boot and kind with consecutive seqs
-                j = i + 1
-                boot, seq, kind = rows[i][0], rows[i][1], rows[i][2]
-                while (j < len(rows) and rows[j][0] == boot and rows[j][2] == kind and rows[j][1] == seq + (j - i)
-                       and kind not in SINGLE):
-                    j += 1
-                if kind in SINGLE:
-                    _, seq, kind, ts, tq, body, queued = rows[i]
-                    self._insert(db, boot, seq, 1, kind, tq, ts, bytes(body) if kind == "wave" else
-                                 (body if isinstance(body, bytes) else body.encode()), queued)
-                else:
-                    recs = [(r[1], r[3], r[4], r[5].decode() if isinstance(r[5], bytes) else r[5]) for r in rows[i:j]]
-                    self._store_runs(db, boot, recs, kind, rows[i][6])
-                moved += j - i
-                i = j
-            db.execute("DROP TABLE records")
-            return moved
-
-        n = self._write(True, work)
-        log.info("outbox %s: moved %d records from the old one-row-per-record table into segments", self.path, n)
-
     @staticmethod
     def max_boot_in(path):
         """The highest boot with a record in the outbox at path (None if empty or absent)."""
-        best = None
         try:
             db = sqlite3.connect(path, timeout=10)
             try:
-                for table in ("segments", "records"):
-                    try:
-                        row = db.execute("SELECT max(boot) FROM %s" % table).fetchone()
-                    except sqlite3.OperationalError:   # no such table
-                        continue
-                    if row and row[0] is not None and (best is None or row[0] > best):
-                        best = row[0]
+                return db.execute("SELECT max(boot) FROM segments").fetchone()[0]
             finally:
                 db.close()
-        except sqlite3.Error:
-            return best
-        return best
+        except sqlite3.Error:                  # no segments table yet, or unreadable
+            return None
 
     # ---- records in ------------------------------------------------------------
     def enqueue(self, kind, items):

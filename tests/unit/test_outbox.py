@@ -442,42 +442,6 @@ def test_outbox_max_records_splits_a_segment_and_the_rest_follows(state):
     assert box.confirm([(boot, 0, 9)]) == 10 and box.segments() == []
 
 
-OLD_SCHEMA = """
-CREATE TABLE records (boot INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-    tq TEXT NOT NULL, body BLOB NOT NULL, queued_at REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent')), sent_at REAL,
-    PRIMARY KEY (boot, seq)) WITHOUT ROWID;
-CREATE INDEX records_pending ON records (boot, seq) WHERE state = 'pending';
-CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-
-def test_outbox_moves_an_old_one_row_per_record_outbox_into_segments(state):
-    os.makedirs(state)
-    path = os.path.join(state, "outbox.db")
-    db = sqlite3.connect(path)
-    db.executescript(OLD_SCHEMA)
-    rows = [(7, s, "readings", T0 + s, "ntp", '["temp_c",%d.5]' % s, 1.0, "pending") for s in range(4)]
-    rows += [(7, 4, "log", T0 + 4, "ntp", '["info","hi"]', 1.0, "sent"),
-             (7, 5, "result", T0 + 5, "ntp", '{"id":"c1","cmd":"flush","ok":true}', 1.0, "pending"),
-             (8, 0, "fix", T0 + 6, "gps", '{"mode":3,"lat_e7":1,"lon_e7":2}', 2.0, "pending")]
-    db.executemany("INSERT INTO records (boot, seq, kind, ts_ms, tq, body, queued_at, state) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    db.execute("INSERT INTO meta VALUES ('drops', 3)")
-    db.commit()
-    db.close()
-    assert Outbox.max_boot_in(path) == 8
-    box = open_box(state)
-    assert box.keys.boot > 8 and box.depth() == 7 and box.drops == 3
-    assert box.segments() == [(7, 0, 4, "readings"), (7, 4, 1, "log"), (7, 5, 1, "result"), (8, 0, 1, "fix")]
-    out = []
-    for b in drain(box):
-        d = codec.decode(topics.topic(DEV, b.kind), b.payload(DEV), T0)
-        out += [(d["boot"], r["seq"], r["ts"]) for r in d.get("records", [])] or [(d["boot"], d["seq"], d["ts"])]
-    assert out == [(r[0], r[1], r[3]) for r in rows]
-    assert box._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'records'").fetchone()[0] == 0
-
-
 def test_outbox_never_appends_to_a_segment_it_split(state):
     box = open_box(state)
     boot = box.keys.boot
