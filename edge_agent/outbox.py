@@ -1,7 +1,7 @@
 """The outbox: every record the agent makes waits here, on disk, until the collector confirms it.
 
 One SQLite database in the state directory, owned by this module (all SQL lives
-here). A record enters with enqueue(), which assigns its key (boot, seq) and
+here). A record enters with append(), which assigns its key (boot, seq) and
 commits it; it leaves only when a delivery confirmation (`ack`) covers its key,
 or when the outbox is full and the drop-oldest policy discards it (counted in a
 persistent `drops` counter).
@@ -9,7 +9,7 @@ persistent `drops` counter).
 Segments. Records are stored as *segments*: runs of records of one kind and one
 time quality with consecutive keys, each row holding the finished wire message
 that carries them, so that one segment is exactly one message: sending it is one
-row read, and its confirmation deletes one row. enqueue() stores a call's
+row read, and its confirmation deletes one row. append() stores a call's
 records as one segment (split where a message would be too long), or appends
 them to the segment this process stored last, if that one continues the run and
 has not been handed out yet: an offline agent's one-record-per-pass writes add
@@ -23,9 +23,9 @@ Durability. The database runs in WAL mode. A commit with `synchronous=NORMAL`
 survives a killed process (the WAL is in the OS page cache) but not a power cut:
 WAL frames are only fsynced at checkpoints, so the last transactions can vanish
 after the agent told the sampler they were stored. On a Raspberry Pi power cuts
-are the common failure, so enqueue() commits with `synchronous=FULL`: the WAL is
-fsynced before commit returns, and "enqueue returned" means "on the card". That
-costs one fsync per transaction, which is why enqueue() takes many records at a
+are the common failure, so append() commits with `synchronous=FULL`: the WAL is
+fsynced before commit returns, and "append returned" means "on the card". That
+costs one fsync per transaction, which is why append() takes many records at a
 time (one transaction, one fsync for the lot). Changes that are safe to lose --
 confirm(), and splitting a segment longer than the batch asked for -- commit
 with NORMAL: losing them after a power cut only means a record is sent again,
@@ -40,7 +40,7 @@ disk would cost a transaction per message for nothing.
 
 Sending order. Records made since the current connection came up are *live*;
 everything older (earlier boots, records made while offline, resends) is
-*backlog*. next_batch() hands out live segments first and backlog behind them,
+*backlog*. next_to_send() hands out live segments first and backlog behind them,
 each as one OutboxBatch: exactly what one wire message carries (record i of a
 message has key (boot, seq + i)).
 """
@@ -61,9 +61,9 @@ SINGLE = ("result", "wave")
 # Byte budget of one message's records: the contract limit less room for the envelope.
 ENVELOPE_ROOM = 2048
 DEFAULT_MAX_BYTES = codec.MAX_PAYLOAD - ENVELOPE_ROOM
-# enqueue() appends to the last segment only while its records stay below this size.
+# append() appends to the last segment only while its records stay below this size.
 APPEND_MAX_BYTES = 4096
-# Backlog segments next_batch() reads with one query.
+# Backlog segments next_to_send() reads with one query.
 READ_AHEAD = 16
 
 _SCHEMA = """
@@ -214,7 +214,7 @@ def read_records(path, kind=None):
     """[(boot, seq, kind, ts_ms, body)] of the records in the outbox at path, in key order.
 
     Read through a connection of its own (the agent may have the outbox open): for
-    tests and diagnostics. body is what enqueue() was given: the record's JSON value
+    tests and diagnostics. body is what append() was given: the record's JSON value
     without dt (a list or a dict), or the block's bytes for wave.
     """
     db = sqlite3.connect(path, timeout=10)
@@ -267,13 +267,13 @@ class Outbox:
             raise OutboxError("cannot open the outbox %s: %s" % (path, e)) from None
         self.drops_since_open = 0
         self.resends = 0          # records made ready again (timeout or reconnect) since open
-        self.enqueued = 0         # records committed since open
+        self.appended = 0         # records committed since open
         self.confirmed = 0        # records deleted by confirmations since open
-        self._open = None         # [boot, seq, n, kind, tq, ts0, items text, dev]: the segment enqueue() may append to
+        self._open = None         # [boot, seq, n, kind, tq, ts0, items text, dev]: the segment append() may append to
         self._sent = {}           # (boot, seq) of a sent segment -> (sent_at, n), in the order sent
         self._from = {}           # lane -> key: every segment of the lane before it is in _sent (or gone)
         self._ahead = collections.deque()  # the backlog's next segments, read ahead (see _first_unsent)
-        self.mark_all_unsent()    # nothing this process sent yet; live starts now
+        self.rewind()    # nothing this process sent yet; live starts now
         self.resends = 0
 
     # ---- helpers -------------------------------------------------------------
@@ -332,7 +332,7 @@ class Outbox:
             return None
 
     # ---- records in ------------------------------------------------------------
-    def enqueue(self, kind, items):
+    def append(self, kind, items):
         """Store records durably; items: [(ts_ms, tq, body)]. Returns the keys [(boot, seq)].
 
         body: readings [name, value]; log [level, text]; fix / features: the item dict
@@ -393,7 +393,7 @@ class Outbox:
 
         dropped, ranges = self._write(True, work)
         self._depth += n - dropped
-        self.enqueued += n
+        self.appended += n
         if dropped:
             self._drops += dropped
             self.drops_since_open += dropped
@@ -467,12 +467,12 @@ class Outbox:
         log.info("%d records unconfirmed for %.0f s: sending again", n, self.resend_after_s)
         return n
 
-    def next_batch(self, max_records=codec.MAX_RECORDS, live_first=True, backlog_records=None,
+    def next_to_send(self, max_records=codec.MAX_RECORDS, live_first=True, backlog_records=None,
                    kinds=None, max_bytes=codec.MAX_PAYLOAD):
         """The next segment to send, or None.
 
         Candidates are segments not sent on this connection, sent and unconfirmed for
-        longer than resend_after_s, or made ready again by mark_all_unsent(). With
+        longer than resend_after_s, or made ready again by rewind(). With
         live_first, live segments (made since the connection came up) come first,
         oldest first, and backlog only when no live one is ready; otherwise strictly
         oldest first. A backlog segment is handed out only if it holds at most
@@ -510,7 +510,7 @@ class Outbox:
             # A backlog drain reads segments a few at a time: one query per message would
             # cost as much as the message. No segment joins the backlog lane (new ones are
             # live); whatever changes or re-orders one empties _ahead (_cut, _split,
-            # requeue, mark_all_unsent, an append), and confirm() takes out what it deletes.
+            # requeue, rewind, an append), and confirm() takes out what it deletes.
             ahead = self._ahead
             while ahead and (ahead[0][0], ahead[0][1]) in self._sent:
                 ahead.popleft()
@@ -585,7 +585,7 @@ class Outbox:
         if self._from.get(lane) == key:
             self._from[lane] = (batch.boot, batch.seq + batch.n)   # the scan starts after it
 
-    def mark_all_unsent(self):
+    def rewind(self):
         """After a (re)connect: every unconfirmed record is to be sent again; live starts now."""
         n = sum(v[1] for v in self._sent.values())
         self._sent = {}
