@@ -47,16 +47,20 @@ class OutboxBuffer:
         return batch.keys
 
     def confirm(self, ranges):
+        """Apply a delivery confirmation [(boot, first, last)]."""
         self.box.confirm(ranges)
 
     def rewind(self):
+        """A reconnect: everything unconfirmed is to be sent again."""
         self.box.rewind()
 
     def depth(self):
+        """Records held and not confirmed."""
         return self.box.depth()
 
     @property
     def drops(self):
+        """Records the full policy discarded (over the outbox's life)."""
         return self.box.drops
 
     def restart(self):

@@ -72,16 +72,20 @@ class RingBuffer:
         return [(boot, seq)]
 
     def confirm(self, ranges):
+        """Apply a delivery confirmation [(boot, first, last)]."""
         self.ring.confirm(ranges)
 
     def rewind(self):
+        """A reconnect: everything unconfirmed is to be sent again."""
         self.ring.rewind()
 
     def depth(self):
+        """Entries held and not confirmed (one record each here)."""
         return self.ring.depth()
 
     @property
     def drops(self):
+        """Records the full policy discarded since this start."""
         return self.ring.drops
 
     def restart(self):
