@@ -308,7 +308,7 @@ class Agent:
             "i2c_errors": _count(getattr(self.accel, "i2c_errors", 0)) + self.sampler.read_errors,
             "drops_total": ob.drops,
             "resends": ob.resends,
-            "records_enqueued": ob.enqueued,
+            "records_enqueued": ob.appended,
             "reconnects": max(0, up["connects"] - 1),
             "connect_failures": up["connect_failures"],
             "publish_rejected": up["publish_rejected"],
@@ -441,7 +441,7 @@ class Agent:
     # ---- outbox in and out -------------------------------------------------------------------
     def _enqueue(self, kind, items):
         try:
-            ks = self.outbox.enqueue(kind, items)
+            ks = self.outbox.append(kind, items)
         except (OutboxError, OSError) as e:
             self.counters["enqueue_errors"] += 1
             log.error("could not store %d %s records: %s", len(items), kind, e)
@@ -487,7 +487,7 @@ class Agent:
             # after giving confirmations queued by the broker a moment to arrive.
             self._generation = up.generation
             try:
-                n = ob.mark_all_unsent()
+                n = ob.rewind()
             except OutboxError as e:
                 log.error("outbox: %s", e)
                 n = 0
@@ -509,7 +509,7 @@ class Agent:
             else:
                 backlog = int(self._tokens)
             try:
-                batch = ob.next_batch(max_records=max_records, backlog_records=backlog)
+                batch = ob.next_to_send(max_records=max_records, backlog_records=backlog)
             except OutboxError as e:
                 log.error("outbox: %s", e)
                 return

@@ -1,15 +1,20 @@
 """The outbox: every record the agent makes waits here, on disk, until the collector confirms it.
 
+The Pi's implementation of the buffer contract (docs/buffer.md: append,
+next_to_send, confirm, rewind, the drop-oldest full policy, crashes), which the
+ESP32's firmware/ring.py implements too; tests/hil/test_buffer_contract.py runs
+the same cases over both.
+
 One SQLite database in the state directory, owned by this module (all SQL lives
-here). A record enters with enqueue(), which assigns its key (boot, seq) and
+here). A record enters with append(), which assigns its key (boot, seq) and
 commits it; it leaves only when a delivery confirmation (`ack`) covers its key,
 or when the outbox is full and the drop-oldest policy discards it (counted in a
 persistent `drops` counter).
 
-Segments. Records are stored as *segments*: runs of records of one kind and one
-time quality with consecutive keys, each row holding the finished wire message
-that carries them, so that one segment is exactly one message: sending it is one
-row read, and its confirmation deletes one row. enqueue() stores a call's
+Segments. Records are stored as *segments* (edge_agent/segments.py): runs of records
+of one kind and one time quality with consecutive keys, each row holding the finished
+wire message that carries them, so that one segment is exactly one message: sending it is one
+row read, and its confirmation deletes one row. append() stores a call's
 records as one segment (split where a message would be too long), or appends
 them to the segment this process stored last, if that one continues the run and
 has not been handed out yet: an offline agent's one-record-per-pass writes add
@@ -23,9 +28,9 @@ Durability. The database runs in WAL mode. A commit with `synchronous=NORMAL`
 survives a killed process (the WAL is in the OS page cache) but not a power cut:
 WAL frames are only fsynced at checkpoints, so the last transactions can vanish
 after the agent told the sampler they were stored. On a Raspberry Pi power cuts
-are the common failure, so enqueue() commits with `synchronous=FULL`: the WAL is
-fsynced before commit returns, and "enqueue returned" means "on the card". That
-costs one fsync per transaction, which is why enqueue() takes many records at a
+are the common failure, so append() commits with `synchronous=FULL`: the WAL is
+fsynced before commit returns, and "append returned" means "on the card". That
+costs one fsync per transaction, which is why append() takes many records at a
 time (one transaction, one fsync for the lot). Changes that are safe to lose --
 confirm(), and splitting a segment longer than the batch asked for -- commit
 with NORMAL: losing them after a power cut only means a record is sent again,
@@ -40,7 +45,7 @@ disk would cost a transaction per message for nothing.
 
 Sending order. Records made since the current connection came up are *live*;
 everything older (earlier boots, records made while offline, resends) is
-*backlog*. next_batch() hands out live segments first and backlog behind them,
+*backlog*. next_to_send() hands out live segments first and backlog behind them,
 each as one OutboxBatch: exactly what one wire message carries (record i of a
 message has key (boot, seq + i)).
 """
@@ -51,19 +56,15 @@ import logging
 import sqlite3
 import time
 
+from edge_agent.segments import ENVELOPE_ROOM, SINGLE, OutboxBatch, _body_text, _item, _message, _parse, _runs
 from fieldwatch.wire import codec, topics
 
 log = logging.getLogger("edge_agent.outbox")
 
 KINDS = ("readings", "fix", "features", "log", "result", "wave")
-# Kinds whose message carries exactly one record.
-SINGLE = ("result", "wave")
-# Byte budget of one message's records: the contract limit less room for the envelope.
-ENVELOPE_ROOM = 2048
-DEFAULT_MAX_BYTES = codec.MAX_PAYLOAD - ENVELOPE_ROOM
-# enqueue() appends to the last segment only while its records stay below this size.
+# append() appends to the last segment only while its records stay below this size.
 APPEND_MAX_BYTES = 4096
-# Backlog segments next_batch() reads with one query.
+# Backlog segments next_to_send() reads with one query.
 READ_AHEAD = 16
 
 _SCHEMA = """
@@ -93,128 +94,11 @@ class OutboxError(Exception):
     """The outbox database cannot be opened or written (disk full, unreadable file)."""
 
 
-class OutboxBatch:
-    """One segment: a run of records of one kind with consecutive keys, ready to become one message."""
-
-    __slots__ = ("kind", "tq", "boot", "seq", "n", "ts0", "body", "live", "dev")
-
-    def __init__(self, kind, tq, boot, seq, n, ts0, body, live=None, dev=None):
-        self.kind = kind
-        self.tq = tq
-        self.boot = boot
-        self.seq = seq            # seq of the first record
-        self.n = n
-        self.ts0 = ts0            # time of the first record, ms
-        self.body = body          # bytes: see the segments table
-        self.live = live
-        self.dev = dev            # the device id body was built for
-
-    def __len__(self):
-        return self.n
-
-    @property
-    def keys(self):
-        """[(boot, seq)] of the records in this batch."""
-        return [(self.boot, self.seq + i) for i in range(self.n)]
-
-    @property
-    def ranges(self):
-        """The batch's keys as one (boot, first, last) range."""
-        return [(self.boot, self.seq, self.seq + self.n - 1)]
-
-    def payload(self, dev):
-        """The wire message (bytes) carrying this batch for device `dev`."""
-        if self.kind == "wave":
-            return bytes(self.body)
-        if self.kind == "result":
-            r = json.loads(self.body)
-            return codec.encode_result(dev, self.boot, self.seq, self.ts0, self.tq, r["id"], r["cmd"], r["ok"],
-                                       r.get("detail"), r.get("error"))
-        if dev == self.dev:
-            return bytes(self.body)
-        # Stored under another device id (the device was renamed since): build it anew.
-        items = [_item(ts - self.ts0, text) for ts, text in _items(self.kind, self.ts0, self.body)]
-        return _message(dev, self.kind, self.boot, self.seq, self.ts0, self.tq, ",".join(items))
-
-    def __repr__(self):
-        return "<OutboxBatch %s %d:%d+%d%s>" % (self.kind, self.boot, self.seq, self.n, " live" if self.live else "")
-
-
-_ENCODERS = {"readings": codec.encode_readings, "fix": codec.encode_fixes,
-             "features": codec.encode_features, "log": codec.encode_logs}
-_LIST_KEY = {"readings": "r", "fix": "f", "features": "w", "log": "l"}
-
-
-def _message(dev, kind, boot, seq, ts0, tq, items):
-    # The wire message of a batched kind carrying `items` (their JSON, joined by ',').
-    envelope = _ENCODERS[kind](dev, boot, seq, ts0, tq, [])
-    return b"".join((envelope[:-2], items.encode(), b"]}"))  # the envelope ends in '[]}'
-
-
-def _body_text(kind, body):
-    # A record's JSON without its dt, checked once on the way in.
-    if kind in ("readings", "log"):
-        if not isinstance(body, (list, tuple)) or len(body) != 2:
-            raise TypeError("a %s body is [name/level, value/text] (its dt is added when sent)" % kind)
-        body = list(body)
-    elif not isinstance(body, dict) or "dt" in body:
-        raise TypeError("a %s body is a dict without 'dt' (dt is added when sent)" % kind)
-    return json.dumps(body, separators=(",", ":"), allow_nan=False)
-
-
-def _item(dt, text):
-    # The record's item as the message carries it: its JSON with dt spliced in first.
-    if text[0] == "[":          # [name/level, value/text] -> [dt, name/level, value/text]
-        return "[%d,%s" % (dt, text[1:])
-    if text == "{}":
-        return '{"dt":%d}' % dt
-    return '{"dt":%d,%s' % (dt, text[1:])  # {...} -> {"dt": dt, ...}
-
-
-def _items(kind, ts0, message):
-    # [(ts, text without dt)] of the records in a message of a batched kind (the slow path).
-    out = []
-    for it in json.loads(message)[_LIST_KEY[kind]]:
-        if isinstance(it, list):
-            dt, rest = it[0], it[1:]
-        else:
-            dt = it.pop("dt")
-            rest = it
-        out.append((ts0 + dt, json.dumps(rest, separators=(",", ":"), allow_nan=False)))
-    return out
-
-
-def _parse(seg):
-    # [(ts, text without dt)] of a segment of a batched kind: cuts and splits.
-    return _items(seg[3], seg[5], bytes(seg[6]))
-
-
-def _runs(records, max_records=codec.MAX_RECORDS, max_bytes=DEFAULT_MAX_BYTES):
-    # Split [(seq, ts, tq, text)] (consecutive seqs) into runs that each fit one message:
-    # yields (seq, ts0, tq, [item texts]).
-    run = None
-    for seq, ts, tq, text in records:
-        if run is not None:
-            item = _item(ts - run[1], text)
-            if (tq != run[2] or len(run[3]) >= max_records or run[4] + len(item) + 1 > max_bytes
-                    or abs(ts - run[1]) > codec.MAX_DT_MS):
-                yield run[:4]
-                run = None
-            else:
-                run[3].append(item)
-                run[4] += len(item) + 1
-                continue
-        item = _item(0, text)
-        run = [seq, ts, tq, [item], len(item)]
-    if run is not None:
-        yield run[:4]
-
-
 def read_records(path, kind=None):
     """[(boot, seq, kind, ts_ms, body)] of the records in the outbox at path, in key order.
 
     Read through a connection of its own (the agent may have the outbox open): for
-    tests and diagnostics. body is what enqueue() was given: the record's JSON value
+    tests and diagnostics. body is what append() was given: the record's JSON value
     without dt (a list or a dict), or the block's bytes for wave.
     """
     db = sqlite3.connect(path, timeout=10)
@@ -261,20 +145,19 @@ class Outbox:
             row = self._db.execute("PRAGMA journal_mode").fetchone()
             if row[0].lower() != "wal":
                 raise OutboxError("%s: cannot use WAL mode (journal_mode=%s)" % (path, row[0]))
-            self._migrate_records_table()
             self._depth = self._db.execute("SELECT coalesce(sum(n), 0) FROM segments").fetchone()[0]
             self._drops = self._meta("drops")
         except sqlite3.Error as e:
             raise OutboxError("cannot open the outbox %s: %s" % (path, e)) from None
         self.drops_since_open = 0
         self.resends = 0          # records made ready again (timeout or reconnect) since open
-        self.enqueued = 0         # records committed since open
+        self.appended = 0         # records committed since open
         self.confirmed = 0        # records deleted by confirmations since open
-        self._open = None         # [boot, seq, n, kind, tq, ts0, items text, dev]: the segment enqueue() may append to
+        self._open = None         # [boot, seq, n, kind, tq, ts0, items text, dev]: the segment append() may append to
         self._sent = {}           # (boot, seq) of a sent segment -> (sent_at, n), in the order sent
         self._from = {}           # lane -> key: every segment of the lane before it is in _sent (or gone)
         self._ahead = collections.deque()  # the backlog's next segments, read ahead (see _first_unsent)
-        self.mark_all_unsent()    # nothing this process sent yet; live starts now
+        self.rewind()    # nothing this process sent yet; live starts now
         self.resends = 0
 
     # ---- helpers -------------------------------------------------------------
@@ -320,59 +203,20 @@ class Outbox:
             last = [boot, seq, n, kind, tq, ts0, items, dev]
         return last
 
-    def _migrate_records_table(self):
-        # Outboxes written before segments kept one row per record in `records`: move them.
-        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone() is None:
-            return
-
-        def work(db):
-            rows = db.execute("SELECT boot, seq, kind, ts_ms, tq, body, queued_at FROM records "
-                              "ORDER BY boot, seq").fetchall()
-            i = moved = 0
-            while i < len(rows):
-                # a run of one boot and kind with consecutive seqs
-                j = i + 1
-                boot, seq, kind = rows[i][0], rows[i][1], rows[i][2]
-                while (j < len(rows) and rows[j][0] == boot and rows[j][2] == kind and rows[j][1] == seq + (j - i)
-                       and kind not in SINGLE):
-                    j += 1
-                if kind in SINGLE:
-                    _, seq, kind, ts, tq, body, queued = rows[i]
-                    self._insert(db, boot, seq, 1, kind, tq, ts, bytes(body) if kind == "wave" else
-                                 (body if isinstance(body, bytes) else body.encode()), queued)
-                else:
-                    recs = [(r[1], r[3], r[4], r[5].decode() if isinstance(r[5], bytes) else r[5]) for r in rows[i:j]]
-                    self._store_runs(db, boot, recs, kind, rows[i][6])
-                moved += j - i
-                i = j
-            db.execute("DROP TABLE records")
-            return moved
-
-        n = self._write(True, work)
-        log.info("outbox %s: moved %d records from the old one-row-per-record table into segments", self.path, n)
-
     @staticmethod
     def max_boot_in(path):
         """The highest boot with a record in the outbox at path (None if empty or absent)."""
-        best = None
         try:
             db = sqlite3.connect(path, timeout=10)
             try:
-                for table in ("segments", "records"):
-                    try:
-                        row = db.execute("SELECT max(boot) FROM %s" % table).fetchone()
-                    except sqlite3.OperationalError:   # no such table
-                        continue
-                    if row and row[0] is not None and (best is None or row[0] > best):
-                        best = row[0]
+                return db.execute("SELECT max(boot) FROM segments").fetchone()[0]
             finally:
                 db.close()
-        except sqlite3.Error:
-            return best
-        return best
+        except sqlite3.Error:                  # no segments table yet, or unreadable
+            return None
 
     # ---- records in ------------------------------------------------------------
-    def enqueue(self, kind, items):
+    def append(self, kind, items):
         """Store records durably; items: [(ts_ms, tq, body)]. Returns the keys [(boot, seq)].
 
         body: readings [name, value]; log [level, text]; fix / features: the item dict
@@ -433,7 +277,7 @@ class Outbox:
 
         dropped, ranges = self._write(True, work)
         self._depth += n - dropped
-        self.enqueued += n
+        self.appended += n
         if dropped:
             self._drops += dropped
             self.drops_since_open += dropped
@@ -507,12 +351,12 @@ class Outbox:
         log.info("%d records unconfirmed for %.0f s: sending again", n, self.resend_after_s)
         return n
 
-    def next_batch(self, max_records=codec.MAX_RECORDS, live_first=True, backlog_records=None,
+    def next_to_send(self, max_records=codec.MAX_RECORDS, live_first=True, backlog_records=None,
                    kinds=None, max_bytes=codec.MAX_PAYLOAD):
         """The next segment to send, or None.
 
         Candidates are segments not sent on this connection, sent and unconfirmed for
-        longer than resend_after_s, or made ready again by mark_all_unsent(). With
+        longer than resend_after_s, or made ready again by rewind(). With
         live_first, live segments (made since the connection came up) come first,
         oldest first, and backlog only when no live one is ready; otherwise strictly
         oldest first. A backlog segment is handed out only if it holds at most
@@ -550,7 +394,7 @@ class Outbox:
             # A backlog drain reads segments a few at a time: one query per message would
             # cost as much as the message. No segment joins the backlog lane (new ones are
             # live); whatever changes or re-orders one empties _ahead (_cut, _split,
-            # requeue, mark_all_unsent, an append), and confirm() takes out what it deletes.
+            # requeue, rewind, an append), and confirm() takes out what it deletes.
             ahead = self._ahead
             while ahead and (ahead[0][0], ahead[0][1]) in self._sent:
                 ahead.popleft()
@@ -625,7 +469,7 @@ class Outbox:
         if self._from.get(lane) == key:
             self._from[lane] = (batch.boot, batch.seq + batch.n)   # the scan starts after it
 
-    def mark_all_unsent(self):
+    def rewind(self):
         """After a (re)connect: every unconfirmed record is to be sent again; live starts now."""
         n = sum(v[1] for v in self._sent.values())
         self._sent = {}

@@ -1,5 +1,10 @@
 # Outbox: a bounded ring of records in append-only segment files (LittleFS on the board).
 #
+# The ESP32's implementation of the buffer contract (docs/buffer.md: append,
+# next_to_send, confirm, rewind, the drop-oldest full policy, crashes), which the
+# Pi's edge_agent/outbox.py implements too; tests/hil/test_buffer_contract.py runs
+# the same cases over both. A ring "record" is what the contract calls an entry.
+#
 # A record is one message to publish: its kind (wire topic kind), its key (boot,
 # seq) and the number of wire records it carries (n: keys seq .. seq+n-1), and the
 # encoded payload. On flash:

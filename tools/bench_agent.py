@@ -2,12 +2,12 @@
 
 Starts a private Mosquitto (tests/harness/broker.py), then measures:
   (a) outbox enqueue: readings/s stored durably by edge_agent.outbox.Outbox
-      (WAL, synchronous=FULL: one fsync per enqueue() call), one reading per call
+      (WAL, synchronous=FULL: one fsync per append() call), one reading per call
       (as the agent's main loop stores what one pass made) and in batches;
   (b) raw QoS 1 publish: a bare paho client (MQTT 5, inflight 100, at most 100
       un-acknowledged, like the uplink) publishing messages of the drain's size;
   (c) drain: a backlog of readings (default 1,000,000) first stored in the outbox,
-      then sent the way the agent sends it (Outbox.next_batch -> OutboxBatch.payload
+      then sent the way the agent sends it (Outbox.next_to_send -> OutboxBatch.payload
       -> edge_agent.uplink.Uplink.publish -> Outbox.mark_sent), unpaced as after a
       `flush` command, until every message is PUBACKed. No collector runs, so the
       drain ends at PUBACK, not at the collector's delivery confirmation (which
@@ -75,7 +75,7 @@ def open_outbox(state_dir, max_records):
 # ---- (a) ------------------------------------------------------------------------------
 
 def enqueue_rate(state_dir, batch, seconds, max_records):
-    """Readings/s stored with enqueue() calls of `batch` readings each, for about `seconds`."""
+    """Readings/s stored with append() calls of `batch` readings each, for about `seconds`."""
     ob = open_outbox(state_dir, max_records)
     try:
         ts = int(time.time() * 1000)
@@ -83,7 +83,7 @@ def enqueue_rate(state_dir, batch, seconds, max_records):
         t0 = time.monotonic()
         end = t0 + seconds
         while time.monotonic() < end:
-            ob.enqueue("readings", [(ts + n + i, "ntp", reading(n + i)) for i in range(batch)])
+            ob.append("readings", [(ts + n + i, "ntp", reading(n + i)) for i in range(batch)])
             n += batch
         dt = time.monotonic() - t0
     finally:
@@ -100,7 +100,7 @@ def fill_backlog(state_dir, n, chunk=500):
         last = t0
         for start in range(0, n, chunk):
             k = min(chunk, n - start)
-            ob.enqueue("readings", [(ts + start + i, "ntp", reading(start + i)) for i in range(k)])
+            ob.append("readings", [(ts + start + i, "ntp", reading(start + i)) for i in range(k)])
             if time.monotonic() - last > 5:
                 last = time.monotonic()
                 progress("backlog: %d of %d readings stored" % (start + k, n))
@@ -133,7 +133,7 @@ def drain(url, state_dir, expected, batch_records=500, confirmed=False):
     try:
         if not up.wait_connected(10):
             raise RuntimeError("the uplink could not connect to %s" % url)
-        ob.mark_all_unsent()   # as the agent does on a new connection: everything is backlog now
+        ob.rewind()   # as the agent does on a new connection: everything is backlog now
         topic = topics.topic(DEVICE, "readings")
         messages = readings = 0
         last = t0 = time.monotonic()
@@ -158,7 +158,7 @@ def drain(url, state_dir, expected, batch_records=500, confirmed=False):
                 raise RuntimeError("the uplink lost its connection during the drain")
             if not up.wait_can_publish(0.005):
                 continue
-            batch = ob.next_batch(max_records=batch_records, backlog_records=None)
+            batch = ob.next_to_send(max_records=batch_records, backlog_records=None)
             if batch is None:
                 if confirmed and ob.depth():
                     time.sleep(0.0005)    # all sent: wait for the confirmations
@@ -188,9 +188,9 @@ def full_batch_payload(state_dir, batch_records=500):
     ob = open_outbox(state_dir, batch_records + 10)
     try:
         ts = int(time.time() * 1000)
-        ob.enqueue("readings", [(ts + i, "ntp", reading(i)) for i in range(batch_records)])
-        ob.mark_all_unsent()
-        return ob.next_batch(max_records=batch_records).payload(DEVICE)
+        ob.append("readings", [(ts + i, "ntp", reading(i)) for i in range(batch_records)])
+        ob.rewind()
+        return ob.next_to_send(max_records=batch_records).payload(DEVICE)
     finally:
         ob.close()
 

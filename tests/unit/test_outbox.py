@@ -36,10 +36,10 @@ def readings(n, t=T0, tq="ntp", name="temp_c"):
 
 
 def drain(box, **kw):
-    """Every batch next_batch hands out (marking each sent), in order."""
+    """Every batch next_to_send hands out (marking each sent), in order."""
     out = []
     while True:
-        b = box.next_batch(**kw)
+        b = box.next_to_send(**kw)
         if b is None:
             return out
         box.mark_sent(b)
@@ -109,25 +109,25 @@ def test_keys_seq_overflow_starts_a_new_boot(state):
 
 # ---- batching ----------------------------------------------------------------------
 
-def test_outbox_enqueue_assigns_consecutive_keys_across_kinds(state):
+def test_outbox_append_assigns_consecutive_keys_across_kinds(state):
     box = open_box(state)
     boot = box.keys.boot
-    assert box.enqueue("readings", readings(3)) == [(boot, 0), (boot, 1), (boot, 2)]
-    assert box.enqueue("log", [(T0, "ntp", ["info", "hello"])]) == [(boot, 3)]
-    assert box.enqueue("readings", readings(2)) == [(boot, 4), (boot, 5)]
+    assert box.append("readings", readings(3)) == [(boot, 0), (boot, 1), (boot, 2)]
+    assert box.append("log", [(T0, "ntp", ["info", "hello"])]) == [(boot, 3)]
+    assert box.append("readings", readings(2)) == [(boot, 4), (boot, 5)]
     assert box.depth() == 6
 
 
 def test_outbox_batches_are_contiguous_runs_of_one_kind(state):
     box = open_box(state)
     boot = box.keys.boot
-    box.enqueue("readings", readings(3))
-    box.enqueue("log", [(T0 + 5, "ntp", ["warning", "disk slow"])])
-    box.enqueue("readings", readings(2, t=T0 + 10))
-    box.enqueue("result", [(T0 + 11, "ntp", {"id": "c1", "cmd": "flush", "ok": True})])
-    box.enqueue("wave", [(T0 + 12, "ntp", lambda b, s: codec.encode_wave(DEV, b, s, T0 + 12, "ntp", 800, 0.0039, 2,
+    box.append("readings", readings(3))
+    box.append("log", [(T0 + 5, "ntp", ["warning", "disk slow"])])
+    box.append("readings", readings(2, t=T0 + 10))
+    box.append("result", [(T0 + 11, "ntp", {"id": "c1", "cmd": "flush", "ok": True})])
+    box.append("wave", [(T0 + 12, "ntp", lambda b, s: codec.encode_wave(DEV, b, s, T0 + 12, "ntp", 800, 0.0039, 2,
                                                                           3, 2, b"\x01\x00" * 6))])
-    box.enqueue("result", [(T0 + 13, "ntp", {"id": "c2", "cmd": "sleep", "ok": False, "error": "nope"})])
+    box.append("result", [(T0 + 13, "ntp", {"id": "c2", "cmd": "sleep", "ok": False, "error": "nope"})])
     times = [T0, T0 + 1, T0 + 2, T0 + 5, T0 + 10, T0 + 11, T0 + 11, T0 + 12, T0 + 13]
     batches = drain(box)
     assert [(b.kind, b.seq, len(b)) for b in batches] == [
@@ -143,20 +143,20 @@ def test_outbox_batches_are_contiguous_runs_of_one_kind(state):
 
 def test_outbox_batches_respect_max_records_tq_and_bytes(state):
     box = open_box(state)
-    box.enqueue("readings", readings(1200))
-    box.enqueue("readings", readings(3, tq="rtc"))
+    box.append("readings", readings(1200))
+    box.append("readings", readings(3, tq="rtc"))
     sizes = [(len(b), b.tq) for b in drain(box, max_records=500)]
     assert sizes == [(500, "ntp"), (500, "ntp"), (200, "ntp"), (3, "rtc")]
     box2 = open_box(state + "2")
-    box2.enqueue("log", [(T0, "ntp", ["info", "x" * 500]) for _ in range(300)])
+    box2.append("log", [(T0, "ntp", ["info", "x" * 500]) for _ in range(300)])
     for b in drain(box2):
         assert len(b.payload(DEV)) <= codec.MAX_PAYLOAD and len(b) < 300
 
 
 def test_outbox_kinds_filter(state):
     box = open_box(state)
-    box.enqueue("readings", readings(2))
-    box.enqueue("log", [(T0, "ntp", ["info", "a"])])
+    box.append("readings", readings(2))
+    box.append("log", [(T0, "ntp", ["info", "a"])])
     assert [b.kind for b in drain(box, kinds=("log",))] == ["log"]
     assert [b.kind for b in drain(box)] == ["readings"]
 
@@ -166,7 +166,7 @@ def test_outbox_kinds_filter(state):
 def test_outbox_confirm_deletes_only_covered_keys(state):
     box = open_box(state)
     boot = box.keys.boot
-    box.enqueue("readings", readings(10))
+    box.append("readings", readings(10))
     box.mark_sent(drain(box)[0])
     assert box.confirm([(boot, 2, 4), (boot, 7, 7), (boot + 1, 0, 100), (boot - 1, 0, 100)]) == 4
     assert box.keys_held() == [(boot, s) for s in (0, 1, 5, 6, 8, 9)]
@@ -177,47 +177,47 @@ def test_outbox_confirm_deletes_only_covered_keys(state):
 
 def test_outbox_resends_after_timeout_only(state, clock):
     box = open_box(state, clock, resend_after_s=30)
-    box.enqueue("readings", readings(5))
+    box.append("readings", readings(5))
     assert len(drain(box)) == 1
     clock.t += 29
-    assert box.next_batch() is None
+    assert box.next_to_send() is None
     clock.t += 2
-    again = box.next_batch()
+    again = box.next_to_send()
     assert again is not None and again.keys == [(box.keys.boot, s) for s in range(5)]
     assert box.resends == 5
 
 
-def test_outbox_mark_all_unsent_resends_everything_as_backlog(state, clock):
+def test_outbox_rewind_resends_everything_as_backlog(state, clock):
     box = open_box(state, clock)
     boot = box.keys.boot
-    box.enqueue("readings", readings(4))
+    box.append("readings", readings(4))
     drain(box)
-    assert box.mark_all_unsent() == 4
-    box.enqueue("readings", readings(2, t=T0 + 100))         # made after the reconnect: live
-    b = box.next_batch()
+    assert box.rewind() == 4
+    box.append("readings", readings(2, t=T0 + 100))         # made after the reconnect: live
+    b = box.next_to_send()
     assert b.live and b.keys == [(boot, 4), (boot, 5)]
     box.mark_sent(b)
-    assert box.next_batch(backlog_records=0) is None         # backlog held back
-    assert box.next_batch(backlog_records=3) is None         # a 4-record message is over the budget
-    b = box.next_batch(backlog_records=4)
+    assert box.next_to_send(backlog_records=0) is None         # backlog held back
+    assert box.next_to_send(backlog_records=3) is None         # a 4-record message is over the budget
+    b = box.next_to_send(backlog_records=4)
     assert not b.live and b.keys == [(boot, s) for s in range(4)]
 
 
 def test_outbox_live_records_come_before_backlog(state, clock):
     box = open_box(state, clock)
-    box.enqueue("readings", readings(3))
+    box.append("readings", readings(3))
     box.close()
     box = open_box(state, clock)                              # earlier boot: backlog
     boot = box.keys.boot
-    box.enqueue("readings", readings(2))
-    first = box.next_batch()
+    box.append("readings", readings(2))
+    first = box.next_to_send()
     assert first.live and first.boot == boot
     box.mark_sent(first)
-    second = box.next_batch()
+    second = box.next_to_send()
     assert not second.live and second.boot == boot - 1
     # live_first=False: strictly oldest first.
-    box.mark_all_unsent()
-    assert box.next_batch(live_first=False).boot == boot - 1
+    box.rewind()
+    assert box.next_to_send(live_first=False).boot == boot - 1
 
 
 # ---- bounds and persistence -----------------------------------------------------
@@ -225,35 +225,35 @@ def test_outbox_live_records_come_before_backlog(state, clock):
 def test_outbox_full_drops_oldest_and_counts_persistently(state):
     box = open_box(state, max_records=10)
     boot = box.keys.boot
-    box.enqueue("readings", readings(8))
-    box.enqueue("readings", readings(5))
+    box.append("readings", readings(8))
+    box.append("readings", readings(5))
     assert box.depth() == 10 and box.drops == 3 and box.drops_since_open == 3
     assert box.keys_held()[0] == (boot, 3)
     box.close()
     box = open_box(state, max_records=10)
     assert box.drops == 3 and box.drops_since_open == 0 and box.depth() == 10
-    box.enqueue("readings", readings(1))
+    box.append("readings", readings(1))
     assert box.drops == 4
 
 
-def test_outbox_enqueue_is_fsynced_bookkeeping_is_not(state):
+def test_outbox_append_is_fsynced_bookkeeping_is_not(state):
     box = open_box(state)
     sync = lambda: box._db.execute("PRAGMA synchronous").fetchone()[0]
     assert box._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    box.enqueue("readings", readings(3))
+    box.append("readings", readings(3))
     assert sync() == 2                                        # FULL: the WAL is fsynced at commit
-    box.mark_sent(box.next_batch())
+    box.mark_sent(box.next_to_send())
     box.confirm([(box.keys.boot, 0, 0)])
     assert sync() == 1                                        # NORMAL: losing this only means a resend
-    box.enqueue("readings", readings(1))
+    box.append("readings", readings(1))
     assert sync() == 2
 
 
 def test_outbox_reopen_keeps_every_record_and_resends_sent_ones(state):
     box = open_box(state)
     boot = box.keys.boot
-    box.enqueue("readings", readings(20))
-    box.enqueue("features", [(T0, "ntp", {"len_ms": 1000, "rate_hz": 800, "n": 800,
+    box.append("readings", readings(20))
+    box.append("features", [(T0, "ntp", {"len_ms": 1000, "rate_hz": 800, "n": 800,
                                           "x": {"rms": 0.1, "peak": 0.3, "crest": 3.0, "dom_hz": 30}})])
     drain(box)
     box.close()
@@ -266,20 +266,20 @@ def test_outbox_reopen_keeps_every_record_and_resends_sent_ones(state):
 def test_outbox_oldest_age(state, clock):
     box = open_box(state, clock)
     assert box.oldest_age_s() == 0
-    box.enqueue("readings", readings(1))
+    box.append("readings", readings(1))
     clock.t += 12.5
-    box.enqueue("readings", readings(1))
+    box.append("readings", readings(1))
     assert box.oldest_age_s() == pytest.approx(12.5)
 
 
 def test_outbox_rejects_bad_bodies(state):
     box = open_box(state)
     with pytest.raises(ValueError):
-        box.enqueue("telemetry", readings(1))
+        box.append("telemetry", readings(1))
     with pytest.raises(TypeError):
-        box.enqueue("features", [(T0, "ntp", {"dt": 0, "n": 1})])
+        box.append("features", [(T0, "ntp", {"dt": 0, "n": 1})])
     with pytest.raises(ValueError):
-        box.enqueue("readings", readings(1, tq="gpsd"))
+        box.append("readings", readings(1, tq="gpsd"))
     assert box.depth() == 0
 
 
@@ -296,7 +296,7 @@ WRITER = textwrap.dedent("""
     i = 0
     while True:
         n = 1 + i %% 40
-        ks = box.enqueue("readings", [(1751327990000 + i, "ntp", ["temp_c", float(i)])] * n)
+        ks = box.append("readings", [(1751327990000 + i, "ntp", ["temp_c", float(i)])] * n)
         if i %% 7 == 0:                                           # deletes happen too
             print("confirming", ks[0][0], ks[0][1], flush=True)
             box.confirm([(ks[0][0], ks[0][1], ks[0][1])])
@@ -349,10 +349,10 @@ def test_outbox_payload_carries_each_body_exactly_as_the_codec_encodes_it(state)
     box = open_box(state)
     fix = {"mode": 3, "lat_e7": 515000000, "lon_e7": -1250000, "alt_mm": 12500, "note": "a \"q\" ü"}
     win = {"len_ms": 1000, "rate_hz": 800, "n": 800, "x": {"rms": 0.01, "peak": 0.03}}
-    box.enqueue("readings", [(T0 + i, "ntp", ["temp_c", 20.5 + i]) for i in range(3)])
-    box.enqueue("log", [(T0 + 7, "ntp", ["warning", "disk \"slow\"\n<b>"])])
-    box.enqueue("fix", [(T0 + 8, "gps", fix), (T0 + 9, "gps", dict(fix, mode=2))])
-    box.enqueue("features", [(T0 + 10, "ntp", win)])
+    box.append("readings", [(T0 + i, "ntp", ["temp_c", 20.5 + i]) for i in range(3)])
+    box.append("log", [(T0 + 7, "ntp", ["warning", "disk \"slow\"\n<b>"])])
+    box.append("fix", [(T0 + 8, "gps", fix), (T0 + 9, "gps", dict(fix, mode=2))])
+    box.append("features", [(T0 + 10, "ntp", win)])
     expected = [
         codec.encode_readings(DEV, box.keys.boot, 0, T0, "ntp", [[i, "temp_c", 20.5 + i] for i in range(3)]),
         codec.encode_logs(DEV, box.keys.boot, 3, T0 + 7, "ntp", [[0, "warning", "disk \"slow\"\n<b>"]]),
@@ -369,14 +369,14 @@ def test_outbox_one_record_per_call_adds_up_to_segments_until_handed_out(state):
     box = open_box(state)
     boot = box.keys.boot
     for i in range(5):                                        # offline: one reading per pass
-        box.enqueue("readings", [(T0 + i, "ntp", ["temp_c", 20.0 + i])])
+        box.append("readings", [(T0 + i, "ntp", ["temp_c", 20.0 + i])])
     assert box.segments() == [(boot, 0, 5, "readings")]
-    b = box.next_batch()
+    b = box.next_to_send()
     assert b.keys == [(boot, s) for s in range(5)]
-    box.enqueue("readings", readings(1, t=T0 + 9))           # after a hand-out: a new segment
+    box.append("readings", readings(1, t=T0 + 9))           # after a hand-out: a new segment
     assert box.segments() == [(boot, 0, 5, "readings"), (boot, 5, 1, "readings")]
-    box.enqueue("log", [(T0 + 10, "ntp", ["info", "x"])])     # another kind breaks the run
-    box.enqueue("readings", readings(1, t=T0 + 11))
+    box.append("log", [(T0 + 10, "ntp", ["info", "x"])])     # another kind breaks the run
+    box.append("readings", readings(1, t=T0 + 11))
     assert [s[1:] for s in box.segments()] == [(0, 5, "readings"), (5, 1, "readings"), (6, 1, "log"),
                                                 (7, 1, "readings")]
     d = codec.decode("fieldwatch/v1/%s/telemetry/readings" % DEV, b.payload(DEV), T0)
@@ -387,8 +387,8 @@ def test_outbox_appends_stop_at_the_size_cap_and_at_a_new_time_quality(state):
     from edge_agent.outbox import APPEND_MAX_BYTES
     box = open_box(state)
     for i in range(400):
-        box.enqueue("readings", [(T0 + i, "ntp", ["temp_c", 20.0 + i])])
-    box.enqueue("readings", [(T0 + 500, "gps", ["temp_c", 1.0])])
+        box.append("readings", [(T0 + i, "ntp", ["temp_c", 20.0 + i])])
+    box.append("readings", [(T0 + 500, "gps", ["temp_c", 1.0])])
     segs = box.segments()
     assert sum(s[2] for s in segs) == 401 and len(segs) > 2
     assert segs[-1][2] == 1                                   # the gps one stands alone
@@ -400,21 +400,21 @@ def test_outbox_appends_stop_at_the_size_cap_and_at_a_new_time_quality(state):
 
 def test_outbox_sent_state_is_not_written_and_a_restart_sends_everything_again(state):
     box = open_box(state)
-    box.enqueue("readings", readings(3))
+    box.append("readings", readings(3))
     writes = box._db.total_changes
-    b = box.next_batch()
+    b = box.next_to_send()
     box.mark_sent(b)
     assert box._db.total_changes == writes and box.counts() == {"sent": 3}
-    assert box.next_batch() is None
+    assert box.next_to_send() is None
     box.close()
     box = open_box(state)
-    assert box.counts() == {"pending": 3} and box.next_batch().keys == b.keys
+    assert box.counts() == {"pending": 3} and box.next_to_send().keys == b.keys
 
 
 def test_outbox_confirm_of_the_middle_of_a_segment_keeps_both_ends_sendable(state):
     box = open_box(state)
     boot = box.keys.boot
-    box.enqueue("fix", [(T0 + 1000 * i, "gps", {"mode": 3, "lat_e7": i, "lon_e7": -i}) for i in range(6)])
+    box.append("fix", [(T0 + 1000 * i, "gps", {"mode": 3, "lat_e7": i, "lon_e7": -i}) for i in range(6)])
     assert box.confirm([(boot, 2, 3)]) == 2
     assert box.segments() == [(boot, 0, 2, "fix"), (boot, 4, 2, "fix")]
     got = []
@@ -427,11 +427,11 @@ def test_outbox_confirm_of_the_middle_of_a_segment_keeps_both_ends_sendable(stat
 def test_outbox_max_records_splits_a_segment_and_the_rest_follows(state):
     box = open_box(state)
     boot = box.keys.boot
-    box.enqueue("readings", readings(10))
-    box.mark_all_unsent()                                     # as after a reconnect: all backlog
+    box.append("readings", readings(10))
+    box.rewind()                                     # as after a reconnect: all backlog
     sizes = []
     while True:
-        b = box.next_batch(max_records=4, backlog_records=4)
+        b = box.next_to_send(max_records=4, backlog_records=4)
         if b is None:
             break
         box.mark_sent(b)
@@ -442,50 +442,14 @@ def test_outbox_max_records_splits_a_segment_and_the_rest_follows(state):
     assert box.confirm([(boot, 0, 9)]) == 10 and box.segments() == []
 
 
-OLD_SCHEMA = """
-CREATE TABLE records (boot INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-    tq TEXT NOT NULL, body BLOB NOT NULL, queued_at REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent')), sent_at REAL,
-    PRIMARY KEY (boot, seq)) WITHOUT ROWID;
-CREATE INDEX records_pending ON records (boot, seq) WHERE state = 'pending';
-CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-
-def test_outbox_moves_an_old_one_row_per_record_outbox_into_segments(state):
-    os.makedirs(state)
-    path = os.path.join(state, "outbox.db")
-    db = sqlite3.connect(path)
-    db.executescript(OLD_SCHEMA)
-    rows = [(7, s, "readings", T0 + s, "ntp", '["temp_c",%d.5]' % s, 1.0, "pending") for s in range(4)]
-    rows += [(7, 4, "log", T0 + 4, "ntp", '["info","hi"]', 1.0, "sent"),
-             (7, 5, "result", T0 + 5, "ntp", '{"id":"c1","cmd":"flush","ok":true}', 1.0, "pending"),
-             (8, 0, "fix", T0 + 6, "gps", '{"mode":3,"lat_e7":1,"lon_e7":2}', 2.0, "pending")]
-    db.executemany("INSERT INTO records (boot, seq, kind, ts_ms, tq, body, queued_at, state) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    db.execute("INSERT INTO meta VALUES ('drops', 3)")
-    db.commit()
-    db.close()
-    assert Outbox.max_boot_in(path) == 8
-    box = open_box(state)
-    assert box.keys.boot > 8 and box.depth() == 7 and box.drops == 3
-    assert box.segments() == [(7, 0, 4, "readings"), (7, 4, 1, "log"), (7, 5, 1, "result"), (8, 0, 1, "fix")]
-    out = []
-    for b in drain(box):
-        d = codec.decode(topics.topic(DEV, b.kind), b.payload(DEV), T0)
-        out += [(d["boot"], r["seq"], r["ts"]) for r in d.get("records", [])] or [(d["boot"], d["seq"], d["ts"])]
-    assert out == [(r[0], r[1], r[3]) for r in rows]
-    assert box._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'records'").fetchone()[0] == 0
-
-
 def test_outbox_never_appends_to_a_segment_it_split(state):
     box = open_box(state)
     boot = box.keys.boot
     for i in range(5):
-        box.enqueue("readings", [(T0 + i, "ntp", ["temp_c", float(i)])])
-    box.mark_all_unsent()                                     # the open segment is backlog now
-    assert box.next_batch(max_records=2, backlog_records=1) is None   # split 2 + 3, over the budget
-    box.enqueue("readings", [(T0 + 5, "ntp", ["temp_c", 5.0])])
+        box.append("readings", [(T0 + i, "ntp", ["temp_c", float(i)])])
+    box.rewind()                                     # the open segment is backlog now
+    assert box.next_to_send(max_records=2, backlog_records=1) is None   # split 2 + 3, over the budget
+    box.append("readings", [(T0 + 5, "ntp", ["temp_c", 5.0])])
     assert box.keys_held() == [(boot, s) for s in range(6)]
     got = []
     for b in drain(box):
@@ -498,7 +462,7 @@ def test_outbox_never_appends_to_a_segment_it_split(state):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_outbox_random_operations_match_a_model(tmp_path, seed):
-    """Random enqueues (appends, kinds, time qualities), hand-outs, confirmations of whole,
+    """Random appends (to open segments, kinds, time qualities), hand-outs, confirmations of whole,
     partial and foreign ranges, resend timeouts, reconnects, reopens and drops: the outbox
     always holds exactly the model's records, and every message carries them unchanged."""
     rng = random.Random(seed)
@@ -524,7 +488,7 @@ def test_outbox_random_operations_match_a_model(tmp_path, seed):
                     {"mode": 3, "lat_e7": v, "lon_e7": -v}
                 items.append((ts, tq, body))
                 values.append((kind, ts, tq, v))
-            keys = box.enqueue(kind, items)
+            keys = box.append(kind, items)
             for k, v in zip(keys, values):
                 model[k] = v
                 order.append(k)
@@ -534,7 +498,7 @@ def test_outbox_random_operations_match_a_model(tmp_path, seed):
                     del model[k]
                 drops += over
         elif op < 0.75:
-            b = box.next_batch(max_records=rng.choice([500, 500, 7]),
+            b = box.next_to_send(max_records=rng.choice([500, 500, 7]),
                                backlog_records=rng.choice([None, None, 0, 3, 50]))
             if b is not None:
                 payload = b.payload(DEV)
@@ -564,7 +528,7 @@ def test_outbox_random_operations_match_a_model(tmp_path, seed):
         elif op < 0.93:
             clock.t += rng.choice([5, 31])
         elif op < 0.97:
-            box.mark_all_unsent()
+            box.rewind()
             sent = []
         else:
             box.close()
@@ -574,7 +538,7 @@ def test_outbox_random_operations_match_a_model(tmp_path, seed):
         assert box.depth() == len(model)
     assert box.drops == drops
     # Everything left comes out, each record once per hand-out round.
-    box.mark_all_unsent()
+    box.rewind()
     seen = []
     for b in drain(box):
         d = codec.decode(topics.topic(DEV, b.kind), b.payload(DEV), T0)
@@ -585,8 +549,8 @@ def test_outbox_random_operations_match_a_model(tmp_path, seed):
 def test_outbox_messages_stored_under_an_old_device_id_go_out_under_the_new_one(state):
     box = open_box(state, dev="pump-old")
     boot = box.keys.boot
-    box.enqueue("readings", readings(3))
-    box.enqueue("fix", [(T0 + 9, "gps", {"mode": 3, "lat_e7": 1, "lon_e7": 2})])
+    box.append("readings", readings(3))
+    box.append("fix", [(T0 + 9, "gps", {"mode": 3, "lat_e7": 1, "lon_e7": 2})])
     box.close()
     box = open_box(state, dev="pump-new")                     # renamed in the config since
     for b in drain(box):
