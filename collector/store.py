@@ -1,13 +1,20 @@
-"""The collector's database writer: one transaction per Batch, deduplicated on the record key.
+"""Every write to the collector's database: one transaction per Batch, deduplicated on the record key.
+
+Also the web side's command log (CommandLog) and partition upkeep
+(Store.maintain, via partitions.py); reads are collector.queries', table and
+column names collector.schema's. The rows are the schema's row types, built by
+batch.py and COPYed here as they are.
 
 Rows are COPYed (binary) into per-connection staging tables, then moved with
 INSERT ... SELECT ... ON CONFLICT DO NOTHING, so a redelivered or replayed
 record is stored once. Times travel as integer ms and become timestamptz in
-SQL; records stamped before the device's clock was set (tq = 'none', ms since
-boot) are placed using the boot's estimated start in device_boots.
+SQL (staging route) or in EpochMsDumper (direct route); records stamped
+before the device's clock was set (tq = 'none', ms since boot) are placed
+using the boot's estimated start in device_boots.
 
 Fast path: when every record of a batch has a wall-clock time, the rows are
-COPYed straight into their tables inside a savepoint (times converted here),
+COPYed straight into their tables inside a savepoint (ms times written as
+timestamptz by EpochMsDumper),
 which saves PostgreSQL the staging table and the INSERT ... SELECT (about half
 its work per row). If any row's key is already stored (a redelivery, a device
 replay, a resend after a crash) the unique index stops the COPY, the savepoint
