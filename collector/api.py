@@ -2,9 +2,10 @@
 
 Reads answer from the database through collector.queries; the one write,
 sending a command, logs it in the command log (collector.store.CommandLog)
-and publishes it to the device through the collector's MQTT link. Every error is JSON {"error": message} with
-the status that fits: 400 bad parameter, 401 no token, 403 wrong token,
-404 unknown device or command, 503 broker or database away.
+and publishes it to the device through the collector's MQTT link. Every
+error is JSON {"error": message} with the status that fits: 400 bad
+parameter, 401 no token, 403 wrong token, 404 unknown device or command,
+503 broker or database away.
 """
 
 import datetime as dt

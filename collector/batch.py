@@ -3,8 +3,8 @@
 Pure logic, no I/O: add() validates a Message against the wire contract and
 turns its records into rows of the table its kind is stored in (the row types
 and the kind -> table map are collector.schema's); store.write() COPYs those
-rows as they are and commits a Batch in one transaction; then the ingest loop acks the batch's messages and confirms its
-keys to the devices.
+rows as they are and commits a Batch in one transaction; then the ingest
+loop acks the batch's messages and confirms its keys to the devices.
 """
 
 import hashlib

@@ -47,8 +47,8 @@ _DEVICE_COLUMNS = """
        AND w.ts > now() - interval '1 minute') AS windows_1m,
     (SELECT count(DISTINCT (k, recv_ts, boot, grp)) FROM (""" + " UNION ALL ".join(
     "SELECT %d AS k, recv_ts, boot, seq - row_number() OVER (PARTITION BY recv_ts, boot ORDER BY seq) AS grp "
-    "FROM %s WHERE device_id = d.device_id AND ts > now() - interval '1 minute'" % (i, t)
-    for i, t in enumerate(t.name for t in RECORD_TABLES)) + """
+    "FROM %s WHERE device_id = d.device_id AND ts > now() - interval '1 minute'" % (i, table.name)
+    for i, table in enumerate(RECORD_TABLES)) + """
      ) m) AS messages_1m,
     CASE WHEN d.boot IS NULL OR d.next_seq IS NULL THEN NULL ELSE greatest(0, least(d.next_seq, %(gap_window)s) - (
         """ + " + ".join(
