@@ -1,10 +1,11 @@
 """The JSON API under /api/v1 (docs/api.md; collector/openapi.json describes it).
 
 Reads answer from the database through collector.queries; the one write,
-sending a command, logs it in the command log and publishes it to the device
-through the collector's MQTT link. Every error is JSON {"error": message} with
-the status that fits: 400 bad parameter, 401 no token, 403 wrong token,
-404 unknown device or command, 503 broker or database away.
+sending a command, logs it in the command log (collector.store.CommandLog)
+and publishes it to the device through the collector's MQTT link. Every
+error is JSON {"error": message} with the status that fits: 400 bad
+parameter, 401 no token, 403 wrong token, 404 unknown device or command,
+503 broker or database away.
 """
 
 import datetime as dt
@@ -21,7 +22,8 @@ from psycopg_pool import PoolTimeout
 
 from collector import params
 from collector.params import ParamError
-from collector.queries import TELEMETRY
+from collector.schema import API_TELEMETRY
+from collector.store import CommandLog
 from fieldwatch.wire import codec, topics
 
 OPENAPI = Path(__file__).with_name("openapi.json")
@@ -62,6 +64,7 @@ def _now():
 def create_api(queries, metrics, link=None, api_token="", read_token=""):
     """The /api/v1 blueprint. link: the collector's MqttLink (commands), or None to refuse them."""
     bp = Blueprint("api", __name__, url_prefix="/api/v1")
+    command_log = CommandLog(queries.pool)
 
     def token_from_request():
         auth = request.headers.get("Authorization", "")
@@ -134,7 +137,7 @@ def create_api(queries, metrics, link=None, api_token="", read_token=""):
     @bp.get("/devices/<device_id>/telemetry")
     def telemetry(device_id):
         params.check_known(request.args, ("kind", "from", "to", "limit", "offset", "name"))
-        kind = params.choice(request.args, "kind", "readings", tuple(TELEMETRY))
+        kind = params.choice(request.args, "kind", "readings", tuple(API_TELEMETRY))
         name = request.args.get("name")
         if name is not None and kind != "readings":
             raise ParamError("name filters readings only; drop it or use kind=readings")
@@ -209,12 +212,12 @@ def create_api(queries, metrics, link=None, api_token="", read_token=""):
             raise ParamError("%s: %s" % (e.code, e.detail)) from None
         if link is None or not link.connected.is_set():
             raise ApiError(503, "the collector is not connected to the MQTT broker; the command was not sent")
-        if not queries.log_command(cmd_id, device_id, cmd, args):
+        if not command_log.log(cmd_id, device_id, cmd, args):
             raise ApiError(409, "a command with id %r exists already; ids must be unique" % cmd_id)
         try:
             info = link.publish(topics.topic(device_id, "cmd"), payload, qos=1)
         except ValueError as e:   # not even queued
-            queries.forget_command(cmd_id)
+            command_log.forget(cmd_id)
             raise ApiError(503, "the command could not be published: %s" % e) from None
         try:
             info.wait_for_publish(timeout=5)

@@ -1,15 +1,18 @@
 """One flush worth of work: validated messages turned into rows, plus what to quarantine.
 
 Pure logic, no I/O: add() validates a Message against the wire contract and
-sorts it into row lists per table; store.write() commits a Batch in one
-transaction; then the ingest loop acks the batch's messages and confirms its
-keys to the devices.
+turns its records into rows of the table its kind is stored in (the row types
+and the kind -> table map are collector.schema's); store.write() COPYs those
+rows as they are and commits a Batch in one transaction; then the ingest
+loop acks the batch's messages and confirms its keys to the devices.
 """
 
 import hashlib
 import json
 import struct
 
+from collector import schema
+from collector.schema import CommandResult, FeatureWindow, Fix, LogLine, QuarantineEntry, Reading, WaveformBlock
 from fieldwatch.wire import codec, topics
 
 
@@ -50,14 +53,10 @@ class Batch:
 
     def __init__(self):
         self.messages = []          # every Message in the batch, in arrival order (acked in this order)
-        self.readings = []          # (dev, boot, seq, ts_ms, recv_ms, tq, name, value)
-        self.fixes = []
-        self.windows = []
-        self.waves = []
-        self.logs = []
-        self.results = []           # dicts
+        self.rows = {t: [] for t in schema.RECORD_TABLES}   # RecordTable -> [its Row]
+        self.results = []           # CommandResult
         self.status = {}            # dev -> (decoded status, recv_ms); the last one wins
-        self.quarantine = {}        # digest -> (recv_ms, topic, dev, code, reason, payload)
+        self.quarantine = {}        # digest -> QuarantineEntry
         self.seen = {}              # dev -> (last recv_ms, clock skew ms or None)
         self.keys = {}              # dev -> set of (boot, seq) settled by this batch
         self.records = 0
@@ -90,40 +89,41 @@ class Batch:
         if kind == "status":
             self.status[dev] = (d, msg.recv_ms)
             return None
-        head = (dev, d["boot"])
-        tail = (msg.recv_ms, d["tq"])
+        boot, recv_ms, tq = d["boot"], msg.recv_ms, d["tq"]
         keys = self.keys.setdefault(dev, set())
         recs = d["records"]
         for r in recs:
-            keys.add((d["boot"], r["seq"]))
+            keys.add((boot, r["seq"]))
         self.records += len(recs)
+        table = schema.TABLE_OF_KIND[kind]
         if kind == "readings":
-            self.readings.extend(head + (r["seq"], r["ts"]) + tail + (r["name"], float(r["value"])) for r in recs)
+            self.rows[table].extend(Reading(dev, boot, r["seq"], r["ts"], recv_ms, tq, r["name"], float(r["value"]))
+                                    for r in recs)
         elif kind == "fix":
-            for r in recs:
-                self.fixes.append(head + (r["seq"], r["ts"]) + tail + (
-                    r["mode"], r["lat_e7"] / 1e7, r["lon_e7"] / 1e7, _scaled(r["alt_mm"], 1e3),
-                    _scaled(r["speed_mmps"], 1e3), _scaled(r["track_cdeg"], 1e2), _scaled(r["eph_mm"], 1e3),
-                    _scaled(r["epv_mm"], 1e3), r["sats"]))
+            self.rows[table].extend(Fix(
+                dev, boot, r["seq"], r["ts"], recv_ms, tq, r["mode"], r["lat_e7"] / 1e7, r["lon_e7"] / 1e7,
+                _scaled(r["alt_mm"], 1e3), _scaled(r["speed_mmps"], 1e3), _scaled(r["track_cdeg"], 1e2),
+                _scaled(r["eph_mm"], 1e3), _scaled(r["epv_mm"], 1e3), r["sats"]) for r in recs)
         elif kind == "features":
+            rows = self.rows[table]
             for r in recs:
-                row = [r["len_ms"], float(r["rate_hz"]), r["n"]]
+                row = [dev, boot, r["seq"], r["ts"], recv_ms, tq, r["len_ms"], float(r["rate_hz"]), r["n"]]
                 for ax in codec.AXES:
                     a = r[ax]
                     row.extend([float(a[k]) for k in codec.FEATURE_KEYS] if a else [None] * 4)
                 row.append(_floats(r["band_hz"]))
                 for ax in codec.AXES:
                     row.append(_floats(r[ax]["bands"]) if r[ax] else None)
-                self.windows.append(head + (r["seq"], r["ts"]) + tail + tuple(row))
+                rows.append(FeatureWindow._make(row))
         elif kind == "wave":
-            self.waves.append(head + (d["seq"], d["t0"]) + tail + (
-                d["rate_hz"], d["scale_g"], d["range_g"], d["n"], d["axes"], d["samples"]))
+            self.rows[table].append(WaveformBlock(dev, boot, d["seq"], d["t0"], recv_ms, tq, d["rate_hz"],
+                                                  d["scale_g"], d["range_g"], d["n"], d["axes"], d["samples"]))
         elif kind == "log":
-            self.logs.extend(head + (r["seq"], r["ts"]) + tail + (r["level"], r["text"]) for r in recs)
+            self.rows[table].extend(LogLine(dev, boot, r["seq"], r["ts"], recv_ms, tq, r["level"], r["text"])
+                                    for r in recs)
         elif kind == "result":
-            self.results.append({"id": d["id"], "dev": dev, "cmd": d["cmd"], "ok": d["ok"],
-                                 "detail": d["detail"], "error": d["error"], "boot": d["boot"],
-                                 "seq": d["seq"], "recv_ms": msg.recv_ms})
+            self.results.append(CommandResult(d["id"], dev, d["cmd"], d["ok"], d["detail"], d["error"], boot,
+                                              d["seq"], recv_ms))
         return None
 
     def _quarantine(self, msg, code, reason):
@@ -132,7 +132,7 @@ class Batch:
         digest = hashlib.sha256(msg.topic.encode("utf-8", "replace") + b"\0" + payload).digest()
         parsed = topics.parse(msg.topic)
         dev = parsed[0][:200] if parsed else None
-        self.quarantine[digest] = (msg.recv_ms, msg.topic, dev, code, reason, payload)
+        self.quarantine[digest] = QuarantineEntry(msg.recv_ms, msg.topic, dev, code, reason, payload)
         k = quarantine_keys(msg.topic, payload)
         if k:
             kdev, boot, seq, n = k

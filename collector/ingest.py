@@ -31,7 +31,6 @@ import time
 
 import psycopg
 
-from collector import partitions
 from collector.batch import Batch
 from fieldwatch.wire import codec, topics
 
@@ -179,8 +178,7 @@ class Ingest:
             return
         self._next_maintenance = now + 3600
         try:
-            with psycopg.connect(self.store.url, autocommit=True, connect_timeout=5) as conn:
-                partitions.ensure(conn)      # touches only declaratively partitioned tables
+            self.store.maintain()
         except psycopg.Error as e:
             self._next_maintenance = now + 60
             log.warning("partition maintenance postponed: %s", e)

@@ -28,6 +28,7 @@ from importlib import resources
 import psycopg
 
 from collector import partitions
+from collector.schema import READINGS
 
 log = logging.getLogger("collector.migrate")
 
@@ -87,9 +88,10 @@ def storage_of(conn, log_progress=print):
     row = conn.execute("SELECT value FROM schema_settings WHERE key = 'storage'").fetchone()
     if row:
         return row[0]
-    if conn.execute("SELECT to_regclass('readings')").fetchone()[0] is not None:
+    if conn.execute("SELECT to_regclass(%s)", (READINGS.name,)).fetchone()[0] is not None:
         # A database migrated before the storage was recorded: its tables say which it is.
-        partitioned = conn.execute("SELECT 1 FROM pg_partitioned_table WHERE partrelid = 'readings'::regclass").fetchone()
+        partitioned = conn.execute("SELECT 1 FROM pg_partitioned_table WHERE partrelid = %s::regclass",
+                                   (READINGS.name,)).fetchone()
         storage, why = (PARTITIONED, "existing partitioned tables") if partitioned else (TIMESCALEDB, "existing plain tables")
     else:
         usable, why = timescale_usable(conn)

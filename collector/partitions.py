@@ -1,4 +1,8 @@
-"""Monthly partitions for the time-partitioned tables on plain PostgreSQL.
+"""Monthly partitions for the time-partitioned tables on plain PostgreSQL: a helper of the store.
+
+Run by collector.store.Store.maintain() (hourly, from the ingest loop) and at
+the end of every migration (collector.migrate); the tables are
+collector.schema.RECORD_TABLES.
 
 Each table gets a DEFAULT partition (late data older than the first monthly
 partition lands there) and one partition per month from the current month to
@@ -12,9 +16,11 @@ import logging
 
 import psycopg
 
+from collector.schema import RECORD_TABLES
+
 log = logging.getLogger("collector.partitions")
 
-PARTITIONED_TABLES = ("readings", "fixes", "feature_windows", "waveforms", "device_logs")
+PARTITIONED_TABLES = tuple(t.name for t in RECORD_TABLES)
 MONTHS_AHEAD = 2
 
 

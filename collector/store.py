@@ -1,13 +1,20 @@
-"""The collector's database writer: one transaction per Batch, deduplicated on the record key.
+"""Every write to the collector's database: one transaction per Batch, deduplicated on the record key.
+
+Also the web side's command log (CommandLog) and partition upkeep
+(Store.maintain, via partitions.py); reads are collector.queries', table and
+column names collector.schema's. The rows are the schema's row types, built by
+batch.py and COPYed here as they are.
 
 Rows are COPYed (binary) into per-connection staging tables, then moved with
 INSERT ... SELECT ... ON CONFLICT DO NOTHING, so a redelivered or replayed
 record is stored once. Times travel as integer ms and become timestamptz in
-SQL; records stamped before the device's clock was set (tq = 'none', ms since
-boot) are placed using the boot's estimated start in device_boots.
+SQL (staging route) or in EpochMsDumper (direct route); records stamped
+before the device's clock was set (tq = 'none', ms since boot) are placed
+using the boot's estimated start in device_boots.
 
 Fast path: when every record of a batch has a wall-clock time, the rows are
-COPYed straight into their tables inside a savepoint (times converted here),
+COPYed straight into their tables inside a savepoint (ms times written as
+timestamptz by EpochMsDumper),
 which saves PostgreSQL the staging table and the INSERT ... SELECT (about half
 its work per row). If any row's key is already stored (a redelivery, a device
 replay, a resend after a crash) the unique index stops the COPY, the savepoint
@@ -25,50 +32,55 @@ shared subscription, both touching the same device rows, would queue behind
 each other's whole data transaction.
 """
 
-import datetime as dt
 import json
 import logging
+import struct
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, postgres
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+from psycopg.types.json import Jsonb
+
+from collector import partitions
+from collector.schema import COMMANDS, DEVICE_BOOTS, DEVICES, HEAD_COLUMNS, HEAD_TYPES, QUARANTINE, RECORD_TABLES
 
 log = logging.getLogger("collector.store")
 
-_STAGE_HEAD = "device_id text, boot int8, seq int8, ts_ms int8, recv_ms int8, tq text"
-_HEAD_TYPES = ["text", "int8", "int8", "int8", "int8", "text"]
-_DIRECT_HEAD_TYPES = ["text", "int8", "int8", "timestamptz", "timestamptz", "text"]
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-# table -> (staging columns after the head, their COPY types, target columns after the head)
-_TABLES = {
-    "readings": ("name text, value float8", ["text", "float8"], "name, value"),
-    "fixes": ("mode int2, lat float8, lon float8, alt_m float8, speed_mps float8, track_deg float8, "
-              "eph_m float8, epv_m float8, sats int2",
-              ["int2"] + ["float8"] * 7 + ["int2"],
-              "mode, lat, lon, alt_m, speed_mps, track_deg, eph_m, epv_m, sats"),
-    "feature_windows": (
-        "len_ms int4, rate_hz float8, n int4, "
-        + ", ".join("%s_%s float8" % (a, k) for a in "xyz" for k in ("rms", "peak", "crest", "dom_hz"))
-        + ", band_hz float8[], x_bands float8[], y_bands float8[], z_bands float8[]",
-        ["int4", "float8", "int4"] + ["float8"] * 12 + ["float8[]"] * 4,
-        "len_ms, rate_hz, n, "
-        + ", ".join("%s_%s" % (a, k) for a in "xyz" for k in ("rms", "peak", "crest", "dom_hz"))
-        + ", band_hz, x_bands, y_bands, z_bands"),
-    "waveforms": ("rate_hz float8, scale_g float8, range_g int2, n int4, axes int2, samples bytea",
-                  ["float8", "float8", "int2", "int4", "int2", "bytea"],
-                  "rate_hz, scale_g, range_g, n, axes, samples"),
-    "device_logs": ("level text, text text", ["text", "text"], "level, text"),
-}
-_BATCH_ATTR = {"readings": "readings", "fixes": "fixes", "feature_windows": "windows",
-               "waveforms": "waves", "device_logs": "logs"}
+# COPY types of a row's head on the direct route: its ms times go straight into the timestamptz columns.
+_DIRECT_HEAD_TYPES = HEAD_TYPES[:3] + ("timestamptz", "timestamptz") + HEAD_TYPES[5:]
 
 _TS = ("CASE WHEN s.tq = 'none' THEN b.epoch_est ELSE timestamptz 'epoch' END"
        " + s.ts_ms * interval '1 millisecond'")
 _RECV = "timestamptz 'epoch' + s.recv_ms * interval '1 millisecond'"
+_MS = "timestamptz 'epoch' + %s * interval '1 millisecond'"     # an integer ms parameter as timestamptz
+
+_PG_EPOCH_MS = 946684800000          # 2000-01-01T00:00:00Z, PostgreSQL's epoch, in ms since 1970
+_pack_int8 = struct.Struct("!q").pack
+
+
+class EpochMsDumper(Dumper):
+    """Binary COPY of integer ms since 1970 into a timestamptz column (PostgreSQL: int8 us since 2000).
+
+    Registered on the store's connection for the timestamptz oid, which only
+    COPY's set_types() looks dumpers up by, so the rows batch.py built go into
+    the tables as they are: no datetime made per row.
+    """
+
+    format = Format.BINARY
+    oid = postgres.types["timestamptz"].oid
+
+    def dump(self, obj):
+        """8 bytes: obj (ms since the epoch) as PostgreSQL's binary timestamptz."""
+        return _pack_int8((obj - _PG_EPOCH_MS) * 1000)
+
+
+class _EpochMs(int):
+    """Marker type EpochMsDumper is registered under (never instantiated: COPY picks it by oid)."""
 
 
 class Store:
-    """Owns the ingest connection; write() commits one Batch or raises psycopg.Error."""
+    """Owns the ingest connection and every write: write() commits one Batch or raises psycopg.Error."""
 
     def __init__(self, url):
         self.url = url
@@ -79,14 +91,16 @@ class Store:
         """(Re)open the connection and its staging tables."""
         self.close()
         conn = psycopg.connect(self.url, autocommit=False, connect_timeout=5)
+        conn.adapters.register_dumper(_EpochMs, EpochMsDumper)
         self._known.clear()     # the database may have been replaced meanwhile
         with conn.transaction():
-            for table, (cols, _, _) in _TABLES.items():
-                conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_%s (%s, %s) ON COMMIT DELETE ROWS"
-                             % (table, _STAGE_HEAD, cols))
+            for table in RECORD_TABLES:
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS stage_%s (%s) ON COMMIT DELETE ROWS"
+                             % (table.name, table.stage_columns()))
         self.conn = conn
 
     def close(self):
+        """Close the connection (reopened by the next write)."""
         if self.conn is not None:
             try:
                 self.conn.close()
@@ -94,8 +108,13 @@ class Store:
                 pass
             self.conn = None
 
+    def maintain(self):
+        """Make the monthly partitions ahead (plain PostgreSQL only); return their names. Raises psycopg.Error."""
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+            return partitions.ensure(conn)      # touches only declaratively partitioned tables
+
     def write(self, batch):
-        """Commit a batch; return {table: rows newly inserted} (duplicates are not counted)."""
+        """Commit a batch; return {table name: rows newly inserted} (duplicates are not counted)."""
         if self.conn is None or self.conn.closed:
             self.connect()
         written = {}
@@ -103,13 +122,13 @@ class Store:
             with self.conn.transaction():
                 with self.conn.cursor() as cur:
                     staged = []
-                    for table, (_, types, _) in _TABLES.items():
-                        rows = getattr(batch, _BATCH_ATTR[table])
-                        if rows and not batch.untimed and self._copy_direct(cur, table, types, rows):
-                            written[table] = len(rows)
+                    for table in RECORD_TABLES:
+                        rows = batch.rows[table]
+                        if rows and not batch.untimed and self._copy_direct(cur, table, rows):
+                            written[table.name] = len(rows)
                         elif rows:
-                            with cur.copy("COPY stage_%s FROM STDIN (FORMAT BINARY)" % table) as cp:
-                                cp.set_types(_HEAD_TYPES + types)
+                            with cur.copy("COPY stage_%s FROM STDIN (FORMAT BINARY)" % table.name) as cp:
+                                cp.set_types(HEAD_TYPES + table.types)
                                 for row in rows:
                                     cp.write_row(row)
                             staged.append(table)
@@ -117,20 +136,21 @@ class Store:
                         # Fix each boot's estimated start the first time a record without a
                         # wall-clock time is seen, so resends of that record map to the same ts.
                         cur.execute(
-                            "INSERT INTO device_boots (device_id, boot, epoch_est) "
+                            "INSERT INTO %s (device_id, boot, epoch_est) "
                             "SELECT device_id, boot, timestamptz 'epoch' + min(recv_ms - ts_ms) * interval '1 millisecond'"
                             " FROM (%s) u GROUP BY device_id, boot ON CONFLICT DO NOTHING"
-                            % " UNION ALL ".join("SELECT device_id, boot, recv_ms, ts_ms FROM stage_%s WHERE tq = 'none'"
-                                                 % t for t in staged))
+                            % (DEVICE_BOOTS.name, " UNION ALL ".join(
+                                "SELECT device_id, boot, recv_ms, ts_ms FROM stage_%s WHERE tq = 'none'" % t.name
+                                for t in staged)))
                     for table in staged:
-                        target = _TABLES[table][2]
                         cur.execute(
-                            "INSERT INTO %s (device_id, boot, seq, ts, recv_ts, tq, %s) "
+                            "INSERT INTO %s (%s) "
                             "SELECT s.device_id, s.boot, s.seq, %s, %s, s.tq, %s FROM stage_%s s "
-                            "LEFT JOIN device_boots b ON s.tq = 'none' AND b.device_id = s.device_id AND b.boot = s.boot "
+                            "LEFT JOIN %s b ON s.tq = 'none' AND b.device_id = s.device_id AND b.boot = s.boot "
                             "ON CONFLICT DO NOTHING"
-                            % (table, target, _TS, _RECV, ", ".join("s." + c.strip() for c in target.split(",")), table))
-                        written[table] = cur.rowcount
+                            % (table.name, ", ".join(HEAD_COLUMNS + table.columns), _TS, _RECV,
+                               ", ".join("s." + c for c in table.columns), table.name, DEVICE_BOOTS.name))
+                        written[table.name] = cur.rowcount
                     self._results(cur, batch.results)
                     registered = self._devices(cur, batch)
                     self._quarantine(cur, batch.quarantine)
@@ -141,16 +161,15 @@ class Store:
         self._touch(batch)
         return written
 
-    def _copy_direct(self, cur, table, types, rows):
+    def _copy_direct(self, cur, table, rows):
         """COPY rows with wall-clock times straight into `table` in a savepoint; False if a key is already stored."""
-        ms = dt.timedelta(milliseconds=1)
         try:
             with self.conn.transaction():   # a savepoint: a duplicate undoes only this COPY
-                with cur.copy("COPY %s (device_id, boot, seq, ts, recv_ts, tq, %s) FROM STDIN (FORMAT BINARY)"
-                              % (table, _TABLES[table][2])) as cp:
-                    cp.set_types(_DIRECT_HEAD_TYPES + types)
+                with cur.copy("COPY %s (%s) FROM STDIN (FORMAT BINARY)"
+                              % (table.name, ", ".join(HEAD_COLUMNS + table.columns))) as cp:
+                    cp.set_types(_DIRECT_HEAD_TYPES + table.types)    # ms times through EpochMsDumper
                     for row in rows:
-                        cp.write_row(row[:3] + (_EPOCH + row[3] * ms, _EPOCH + row[4] * ms) + row[5:])
+                        cp.write_row(row)
         except errors.UniqueViolation:
             return False
         return True
@@ -163,10 +182,10 @@ class Store:
         try:
             with self.conn.pipeline(), self.conn.transaction():   # one round trip for the five statements
                 self.conn.execute("SET LOCAL synchronous_commit = off")
-                self.conn.execute("SELECT 1 FROM devices WHERE device_id = ANY(%s) ORDER BY device_id FOR UPDATE",
-                                  (devs,))
+                self.conn.execute("SELECT 1 FROM %s WHERE device_id = ANY(%%s) ORDER BY device_id FOR UPDATE"
+                                  % DEVICES.name, (devs,))
                 self.conn.execute(
-                    "UPDATE devices d SET last_seen = GREATEST(d.last_seen, "
+                    "UPDATE " + DEVICES.name + " d SET last_seen = GREATEST(d.last_seen, "
                     "timestamptz 'epoch' + u.ms * interval '1 millisecond'), "
                     "clock_skew_ms = COALESCE(u.skew, d.clock_skew_ms) "
                     "FROM unnest(%s::text[], %s::int8[], %s::int8[]) AS u(dev, ms, skew) WHERE d.device_id = u.dev",
@@ -177,16 +196,17 @@ class Store:
 
     @staticmethod
     def _results(cur, results):
+        # A result fills in its command's row (made when the command was sent, or now if it was not logged).
         for r in results:
             cur.execute(
-                "INSERT INTO commands (id, device_id, cmd, result_at, ok, detail, error, result_boot, result_seq) "
-                "VALUES (%s, %s, %s, timestamptz 'epoch' + %s * interval '1 millisecond', %s, %s, %s, %s, %s) "
+                "INSERT INTO {t} (id, device_id, cmd, result_at, ok, detail, error, result_boot, result_seq) "
+                "VALUES (%s, %s, %s, {ms}, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (id) DO UPDATE SET result_at = EXCLUDED.result_at, ok = EXCLUDED.ok, "
                 "detail = EXCLUDED.detail, error = EXCLUDED.error, result_boot = EXCLUDED.result_boot, "
                 "result_seq = EXCLUDED.result_seq "
-                "WHERE commands.result_at IS NULL AND commands.device_id = EXCLUDED.device_id",
-                (r["id"], r["dev"], r["cmd"], r["recv_ms"], r["ok"],
-                 json.dumps(r["detail"]) if r["detail"] is not None else None, r["error"], r["boot"], r["seq"]))
+                "WHERE {t}.result_at IS NULL AND {t}.device_id = EXCLUDED.device_id".format(t=COMMANDS.name, ms=_MS),
+                (r.id, r.device_id, r.cmd, r.recv_ms, r.ok,
+                 json.dumps(r.detail) if r.detail is not None else None, r.error, r.boot, r.seq))
 
     def _devices(self, cur, batch):
         # Register new devices and apply status messages; returns the devices registered.
@@ -194,7 +214,7 @@ class Store:
         if new:
             # No lock on rows that exist (DO NOTHING); first_seen is this receipt.
             cur.execute(
-                "INSERT INTO devices (device_id, first_seen, last_seen, clock_skew_ms) "
+                "INSERT INTO " + DEVICES.name + " (device_id, first_seen, last_seen, clock_skew_ms) "
                 "SELECT dev, timestamptz 'epoch' + ms * interval '1 millisecond', "
                 "timestamptz 'epoch' + ms * interval '1 millisecond', skew "
                 "FROM unnest(%s::text[], %s::int8[], %s::int8[]) AS u(dev, ms, skew) ON CONFLICT (device_id) DO NOTHING",
@@ -205,7 +225,7 @@ class Store:
             # so its seq is older than any status the device republished since; it still
             # means the device is gone now, so it sets the state (and only the state).
             cur.execute(
-                "UPDATE devices SET hw = %s, fw = %s, state = %s, reset_reason = %s, boot = %s, next_seq = %s, "
+                "UPDATE " + DEVICES.name + " SET hw = %s, fw = %s, state = %s, reset_reason = %s, boot = %s, next_seq = %s, "
                 "buf_depth = %s, buf_oldest_s = %s, buf_drops = %s, health = %s, "
                 "status_at = timestamptz 'epoch' + %s * interval '1 millisecond' "
                 "WHERE device_id = %s AND (boot IS NULL OR (boot, next_seq) <= (%s, %s))",
@@ -214,7 +234,7 @@ class Store:
                  s["boot"], s["seq"]))
             if cur.rowcount == 0 and s["state"] == "offline":
                 cur.execute(
-                    "UPDATE devices SET state = 'offline', "
+                    "UPDATE " + DEVICES.name + " SET state = 'offline', "
                     "status_at = timestamptz 'epoch' + %s * interval '1 millisecond' "
                     "WHERE device_id = %s AND boot = %s AND next_seq > %s", (recv_ms, dev, s["boot"], s["seq"]))
         return new
@@ -223,13 +243,32 @@ class Store:
     def _quarantine(cur, entries):
         if entries:
             cur.executemany(
-                "INSERT INTO quarantine (recv_ts, last_recv, topic, device_id, code, reason, payload, digest) "
-                "VALUES (timestamptz 'epoch' + %s * interval '1 millisecond', "
-                "timestamptz 'epoch' + %s * interval '1 millisecond', %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (digest) DO UPDATE SET times = quarantine.times + 1, "
-                "last_recv = GREATEST(quarantine.last_recv, EXCLUDED.last_recv)",
-                [(ms, ms, _clean(topic), _clean(dev), code, reason, payload, digest)
-                 for digest, (ms, topic, dev, code, reason, payload) in entries.items()])
+                "INSERT INTO {t} (recv_ts, last_recv, topic, device_id, code, reason, payload, digest) "
+                "VALUES ({ms}, {ms}, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (digest) DO UPDATE SET times = {t}.times + 1, "
+                "last_recv = GREATEST({t}.last_recv, EXCLUDED.last_recv)".format(t=QUARANTINE.name, ms=_MS),
+                [(q.recv_ms, q.recv_ms, _clean(q.topic), _clean(q.device_id), q.code, q.reason, q.payload, digest)
+                 for digest, q in entries.items()])
+
+
+class CommandLog:
+    """The web side's one write: commands logged before they are published, on the given connection pool."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def log(self, cmd_id, device_id, cmd, args):
+        """Record a command about to be published; False if the id is already taken."""
+        with self.pool.connection() as conn:
+            row = conn.execute("INSERT INTO %s (id, device_id, cmd, args, sent_at) VALUES (%%s, %%s, %%s, %%s, now()) "
+                               "ON CONFLICT (id) DO NOTHING RETURNING id" % COMMANDS.name,
+                               (cmd_id, device_id, cmd, Jsonb(args))).fetchone()
+        return row is not None
+
+    def forget(self, cmd_id):
+        """Remove a logged command that could not be published (and has no result)."""
+        with self.pool.connection() as conn:
+            conn.execute("DELETE FROM %s WHERE id = %%s AND result_at IS NULL" % COMMANDS.name, (cmd_id,))
 
 
 def _clean(s):

@@ -10,7 +10,7 @@ import time
 
 import psycopg
 
-from collector import migrate, partitions
+from collector import migrate, partitions, schema
 from collector.batch import Batch
 from collector.mqtt import Message
 from collector.store import Store
@@ -78,3 +78,18 @@ def test_migrate_timescale_path_starts_from_plain_tables_the_collector_can_write
     with psycopg.connect(fresh_db) as conn:
         assert conn.execute("SELECT device_id, windows, x_rms, x_peak FROM vibration_1m").fetchall() == [
             ("rig-1", 1, 0.07, 0.28)]
+
+
+def test_migrate_creates_the_tables_and_columns_collector_schema_names(fresh_db):
+    migrate.migrate(fresh_db, log_progress=lambda m: None)
+    head = ["text", "int8", "int8", "timestamptz", "timestamptz", "text"]
+    with psycopg.connect(fresh_db) as conn:
+        for table in schema.RECORD_TABLES:
+            cols = conn.execute("SELECT column_name, udt_name FROM information_schema.columns "
+                                "WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
+                                (table.name,)).fetchall()
+            assert cols == list(zip(schema.HEAD_COLUMNS + table.columns,
+                                    head + ["_" + t[:-2] if t.endswith("[]") else t
+                                            for t in table.types])), table
+        for table in set(schema.TABLE_OF_KIND.values()) | set(schema.COUNTED) | {schema.DEVICE_BOOTS}:
+            assert conn.execute("SELECT to_regclass(%s)", (table.name,)).fetchone()[0] is not None, table
