@@ -73,7 +73,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from edge_agent.service import closed_directory  # noqa: E402
-from tests.harness.broker import Broker, BrokerError  # noqa: E402
+from fieldwatch.devservices.broker import Broker, BrokerError  # noqa: E402
 
 SYSTEMD = "/lib/systemd/systemd"
 UNIT = "edge-agent.service"
