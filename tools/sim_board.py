@@ -301,6 +301,10 @@ class Board:
         self.state = Path(state_dir)
         self.cfg = board_config(device_id, mqtt_url, rate_hz)
         self.nmea = Path(nmea)
+        try:
+            require_checkout("a simulated ESP32 board")     # the firmware it runs, the NMEA logs it replays
+        except NoCheckout as e:
+            raise BoardError(str(e)) from None
         if not self.nmea.is_file():
             raise BoardError("--nmea %s: no such file (logs are in %s)" % (nmea, NMEA_DIR))
         try:
