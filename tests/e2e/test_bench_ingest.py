@@ -1,6 +1,6 @@
 """Smoke test of the ingest benchmark: a tiny run of `python -m fieldwatch.tools.bench_ingest --json`.
 
-It starts its own private Mosquitto and PostgreSQL through tests/harness (the
+It starts its own private Mosquitto and PostgreSQL through fieldwatch.devservices (the
 benchmark needs track_commit_timestamp, which the shared cluster does not set),
 so it checks the whole measuring chain end to end, not the figures' size.
 """
