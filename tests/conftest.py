@@ -1,13 +1,13 @@
 """Shared pytest fixtures: real Mosquitto, real PostgreSQL, real MicroPython.
 
 Fixtures
-  broker       (session)  harness.broker.Broker, started; the shared broker. If a test
+  broker       (session)  fieldwatch.devservices.broker.Broker, started; the shared broker. If a test
                           leaves it stopped or killed, it is started again (same port,
                           same persistence file) before the next test runs.
   mqtt_url     (session)  broker.url, e.g. 'mqtt://127.0.0.1:41234'.
   fresh_broker (function) a private Broker for one test, started; kill/stop/restart it
                           freely. Killed and deleted after the test.
-  pg_cluster   (session)  harness.postgres.PostgresCluster, started (initdb once per
+  pg_cluster   (session)  fieldwatch.devservices.postgres.PostgresCluster, started (initdb once per
                           session). If a test leaves it stopped or crashed, it is started
                           again before the next test.
   fresh_db     (function) URL of a brand-new empty database on pg_cluster,
@@ -20,6 +20,12 @@ Fixtures
 
 Markers: tests under tests/unit, tests/hil and tests/e2e get the `unit`, `hil` and
 `e2e` marker automatically.
+
+One name per module: the services come from `fieldwatch.devservices`, the test-only
+helpers from `tests.harness` (tests/__init__.py makes `tests` a package, so pytest puts
+the checkout, not tests/, on sys.path). At the end of the run, a file of the checkout
+that was loaded as two different modules (e.g. `harness.x` and `tests.harness.x`: two
+registries, two reapers) fails the run.
 """
 
 import os
@@ -30,14 +36,13 @@ import tempfile
 
 import pytest
 
-_TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-if _TESTS_DIR not in sys.path:  # `import harness` from any test module
-    sys.path.insert(0, _TESTS_DIR)
+from fieldwatch.devservices.broker import Broker
+from fieldwatch.devservices.micropython import find_micropython, run_micropython, start_micropython, stop_process
+from fieldwatch.devservices.postgres import PostgresCluster
 
-from harness.broker import Broker  # noqa: E402
-from harness.micropython import (find_micropython, run_micropython,  # noqa: E402
-                                 start_micropython, stop_process)
-from harness.postgres import PostgresCluster  # noqa: E402
+_TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+_CHECKOUT = os.path.dirname(_TESTS_DIR)
+_VENV_PARTS = (os.sep + ".venv" + os.sep, os.sep + "site-packages" + os.sep)
 
 _DIR_MARKERS = ("unit", "hil", "e2e")
 
@@ -52,14 +57,35 @@ def pytest_configure(config):
         config._fieldwatch_log_dir = os.environ["FIELDWATCH_TEST_LOG_DIR"]
 
 
+def modules_loaded_twice(root=_CHECKOUT):
+    """{file: [module names]} of the project's files (under `root`, not in a venv) that sys.modules holds as
+    two or more module objects."""
+    root = os.path.realpath(root)
+    by_file = {}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        path = os.path.realpath(path) if path else ""
+        if path.startswith(root + os.sep) and not any(p in path for p in _VENV_PARTS):
+            by_file.setdefault(path, {})[id(module)] = name
+    return {f: sorted(names.values()) for f, names in by_file.items() if len(names) > 1}
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """Remove the run's log directory when every test passed or it stayed empty (else it is named below)."""
+    """Fail the run if a module was loaded under two names; remove the run's log directory when every
+    test passed or it stayed empty (else it is named below)."""
+    twice = modules_loaded_twice()
+    if twice:
+        session.config._fieldwatch_loaded_twice = twice
+        session.exitstatus = exitstatus = pytest.ExitCode.TESTS_FAILED
     path = getattr(session.config, "_fieldwatch_log_dir", None)
     if path and (exitstatus == 0 or not os.listdir(path)):
         shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    for path, names in sorted(getattr(config, "_fieldwatch_loaded_twice", {}).items()):
+        terminalreporter.write_line("FAILED: %s was loaded as %d modules: %s (import it under one name)"
+                                    % (os.path.relpath(path, _CHECKOUT), len(names), ", ".join(names)), red=True)
     path = getattr(config, "_fieldwatch_log_dir", None)
     if path and os.path.isdir(path) and os.listdir(path):
         terminalreporter.write_line("child process logs of this run are kept in %s" % path)

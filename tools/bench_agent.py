@@ -1,6 +1,6 @@
 """Edge agent benchmark: the outbox and the uplink against the raw broker limit, measured in the same run.
 
-Starts a private Mosquitto (tests/harness/broker.py), then measures:
+Starts a private Mosquitto (fieldwatch/devservices/broker.py), then measures:
   (a) outbox enqueue: readings/s stored durably by edge_agent.outbox.Outbox
       (WAL, synchronous=FULL: one fsync per append() call), one reading per call
       (as the agent's main loop stores what one pass made) and in batches;
@@ -16,7 +16,7 @@ Starts a private Mosquitto (tests/harness/broker.py), then measures:
       turns, --rounds times (default 5), and the figures are the medians: the
       load of a shared machine drifts within a minute;
   (c') with --with-collector: the same backlog again to the real collector and a
-      private PostgreSQL (tests/harness), until its delivery confirmations have
+      private PostgreSQL (fieldwatch/devservices), until its delivery confirmations have
       emptied the outbox; fails unless the database holds one row per reading;
   (d) the real `edge-agent run --hardware sim` process sampling the simulated
       ADXL345 at --rate-hz for --cpu-seconds against the same broker: CPU% of one
@@ -48,7 +48,7 @@ import paho.mqtt.client as paho
 from edge_agent.keys import KeySource
 from edge_agent.outbox import Outbox
 from edge_agent.uplink import Uplink, parse_url
-from tests.harness.broker import Broker
+from fieldwatch.devservices.broker import Broker
 from fieldwatch.tools.benchlib import finish, fmt, proc_cpu_s, proc_rss_mb, proc_smaps_mb, progress, raw_publish, table_lines
 from fieldwatch.wire import codec, topics
 
@@ -197,8 +197,8 @@ def full_batch_payload(state_dir, batch_records=500):
 
 def confirmed_drain(broker, state_dir, expected, batch_records):
     """(c') the same backlog again, now to the real collector with a private PostgreSQL, until confirmed."""
-    from tests.harness.collector import CollectorProcess, count_keys
-    from tests.harness.postgres import PostgresCluster
+    from fieldwatch.devservices.collector import CollectorProcess, count_keys
+    from fieldwatch.devservices.postgres import PostgresCluster
 
     progress("(c') starting a private PostgreSQL and the collector")
     pg = PostgresCluster()

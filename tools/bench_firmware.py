@@ -3,7 +3,7 @@
 Runs the real firmware code (compiled with mpy-cross, as flashed) on the MicroPython
 Unix port with the board's heap (-X heapsize=100K), the fake machine/network modules
 and the simulated ADXL345 served by tools/sim_board.ChipHost; starts a private
-Mosquitto (tests/harness/broker.py). Measures, in one run:
+Mosquitto (fieldwatch/devservices/broker.py). Measures, in one run:
   (a) firmware publish: QoS 1 messages/s that firmware/mqtt.py (Link over umqtt.simple,
       TCP_NODELAY) publishes to the broker, one record per message: the features
       record the app itself stored (its bytes taken from the flash ring), umqtt
@@ -45,9 +45,9 @@ import tempfile
 
 import paho.mqtt.client as paho
 
-from tests.harness.broker import Broker
+from fieldwatch.devservices.broker import Broker
+from fieldwatch.devservices.micropython import REPO_ROOT, compile_mpy, find_micropython, run_micropython
 from fieldwatch.tools.benchlib import finish, fmt, progress, raw_publish, table_lines
-from tests.harness.micropython import REPO_ROOT, compile_mpy, find_micropython, run_micropython
 from fieldwatch.tools.sim_board import ChipHost
 from fieldwatch.tools.umqtt_fetch import umqtt_path
 from fieldwatch.wire import codec

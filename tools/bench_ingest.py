@@ -1,6 +1,6 @@
 """Ingest benchmark: the collector against the raw limits, measured in the same run.
 
-Starts a private Mosquitto and PostgreSQL (tests/harness), then measures:
+Starts a private Mosquitto and PostgreSQL (fieldwatch/devservices), then measures:
   (a) raw drain: a bare paho subscriber (MQTT 5, manual ack, no database)
       draining a queued backlog of single-reading messages; beside it the same
       drain through the collector's own tuned MQTT client (no database), the
@@ -40,9 +40,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from collector import mqtt as collector_mqtt
-from tests.harness.broker import Broker
-from tests.harness.collector import CollectorProcess, wait_rows
-from tests.harness.postgres import PostgresCluster
+from fieldwatch.devservices.broker import Broker
+from fieldwatch.devservices.collector import CollectorProcess, wait_rows
+from fieldwatch.devservices.postgres import PostgresCluster
 from fieldwatch.tools.benchlib import proc_cpu_s, progress
 from fieldwatch.tools.loadgen import ConfirmingPublisher, FastPublisher, reading_payload
 from fieldwatch.wire import codec, topics

@@ -23,7 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.harness.ports import free_port, port_is_open
+from fieldwatch.devservices.ports import free_port, port_is_open
 
 BIN = Path(sys.executable).parent
 
@@ -89,7 +89,7 @@ def main(argv=None):
         if mqtt_url:
             say("using the broker at %s (MQTT_URL)" % mqtt_url.split("@")[-1])
         else:
-            from tests.harness.broker import Broker
+            from fieldwatch.devservices.broker import Broker
             say("starting a private Mosquitto")
             b = Broker()
             b.start()
@@ -100,7 +100,7 @@ def main(argv=None):
         if db_url:
             say("using the database from DATABASE_URL")
         else:
-            from tests.harness.postgres import PostgresCluster
+            from fieldwatch.devservices.postgres import PostgresCluster
             say("starting a private PostgreSQL cluster (initdb takes a few seconds)")
             pg = PostgresCluster()
             pg.start()

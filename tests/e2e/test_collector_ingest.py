@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from tests.harness.collector import CollectorProcess, count_keys, wait_rows
+from fieldwatch.devservices.collector import CollectorProcess, count_keys, wait_rows
 from fieldwatch.tools.loadgen import ConfirmingPublisher, reading_payload
 from fieldwatch.wire import codec
 

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from harness.ports import free_port, port_is_open
+from fieldwatch.devservices.ports import free_port, port_is_open
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.broker import Broker
-from harness.ports import free_port
+from fieldwatch.devservices.broker import Broker
+from fieldwatch.devservices.collector import CollectorProcess
+from fieldwatch.devservices.ports import free_port
 from tests.e2e.web_fleet import get
-from tests.harness.collector import CollectorProcess
 
 BIN = Path(sys.executable).parent
 TOKEN = "fleetctl-test-token"

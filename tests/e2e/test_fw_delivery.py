@@ -15,8 +15,8 @@ import time
 import psycopg
 import pytest
 
-from harness.collector import CollectorProcess
-from harness.micropython import REPO_ROOT, compile_mpy
+from fieldwatch.devservices.collector import CollectorProcess
+from fieldwatch.devservices.micropython import REPO_ROOT, compile_mpy
 from fieldwatch.tools.sim_board import ChipHost
 from fieldwatch.tools.umqtt_fetch import umqtt_path
 

@@ -12,7 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from harness.ports import port_is_open, wait_for_port_closed
+from fieldwatch.devservices.ports import port_is_open, wait_for_port_closed
 
 WAIT = 15.0  # seconds for any single event
 

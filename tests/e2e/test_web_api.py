@@ -14,9 +14,9 @@ import urllib.parse
 import paho.mqtt.client as paho
 import pytest
 
-from harness.broker import Broker
-from tests.e2e.web_fleet import MARKUP_DEVICE, MARKUP_FW, MARKUP_LOG, TOKEN, get, request, start_fleet
+from fieldwatch.devservices.broker import Broker
 from fieldwatch.wire import codec, topics
+from tests.e2e.web_fleet import MARKUP_DEVICE, MARKUP_FW, MARKUP_LOG, TOKEN, get, request, start_fleet
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.broker import Broker
-from harness.ports import free_port
+from fieldwatch.devservices.broker import Broker
+from fieldwatch.devservices.collector import CollectorProcess
+from fieldwatch.devservices.ports import free_port
 from tests.e2e.web_fleet import MARKUP_DEVICE, MARKUP_FW, MARKUP_LOG, get, start_fleet
-from tests.harness.collector import CollectorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"

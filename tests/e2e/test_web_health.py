@@ -3,9 +3,9 @@
 import subprocess
 import time
 
-from harness.ports import free_port
+from fieldwatch.devservices.collector import BIN, CollectorProcess
+from fieldwatch.devservices.ports import free_port
 from tests.e2e.web_fleet import get, request
-from tests.harness.collector import BIN, CollectorProcess
 
 
 def _wait_ready(url, want, timeout=30):

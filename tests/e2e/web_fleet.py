@@ -15,8 +15,8 @@ import time
 import urllib.error
 import urllib.request
 
-from harness.ports import free_port
-from tests.harness.collector import CollectorProcess
+from fieldwatch.devservices.collector import CollectorProcess
+from fieldwatch.devservices.ports import free_port
 from fieldwatch.tools.loadgen import ConfirmingPublisher
 from fieldwatch.wire import codec, topics
 

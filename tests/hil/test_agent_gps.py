@@ -31,11 +31,11 @@ import psycopg
 import pytest
 
 from edge_agent.gps import EpochTracker, GpsReader, choose_time, fix_from_tpv, tpv_time_ms
-from harness.collector import CollectorProcess
-from harness.ports import free_port
-from harness.listener import DeviceListener
-from harness.waiting import wait_for
+from fieldwatch.devservices.collector import CollectorProcess
+from fieldwatch.devservices.ports import free_port
 from fieldwatch.wire import codec, topics
+from tests.harness.listener import DeviceListener
+from tests.harness.waiting import wait_for
 
 NMEA = Path(__file__).resolve().parents[1] / "data" / "nmea"
 LOGS = sorted(p.name for p in NMEA.glob("*.log"))

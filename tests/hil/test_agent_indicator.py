@@ -24,8 +24,8 @@ from edge_agent.keys import KeySource
 from edge_agent.outbox import Outbox, read_records
 from edge_agent.uplink import Uplink
 from fieldwatch import config as cfg
-from harness.listener import DeviceListener
-from harness.waiting import wait_for
+from tests.harness.listener import DeviceListener
+from tests.harness.waiting import wait_for
 
 
 @pytest.fixture

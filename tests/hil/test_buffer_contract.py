@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.micropython import compile_mpy
+from fieldwatch.devservices.micropython import compile_mpy
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:   # buffer_cases and buffer_outbox, imported by name as the scripts do

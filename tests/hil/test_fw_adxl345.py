@@ -4,7 +4,7 @@ allocates nothing."""
 
 import pytest
 
-from harness.micropython import compile_mpy
+from fieldwatch.devservices.micropython import compile_mpy
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +68,9 @@ def test_fw_adxl_drain_allocates_nothing(micropython, fw_path, tmp_path):
 
 FIFO = r"""
 import struct
+from fieldwatch.sim import signals
 from fieldwatch.sim.i2c import FakeI2C
 from fieldwatch.sim.adxl345 import ADXL345Model
-from fieldwatch.sim import signals
 from adxl345 import ADXL345
 
 src = signals.counter()

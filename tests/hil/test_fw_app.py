@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from harness.micropython import REPO_ROOT, compile_mpy
+from fieldwatch.devservices.micropython import REPO_ROOT, compile_mpy
 from fieldwatch.tools.sim_board import ChipHost
 from fieldwatch.tools.umqtt_fetch import umqtt_path
 from fieldwatch.wire import codec

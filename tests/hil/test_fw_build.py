@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from harness.micropython import REPO_ROOT, compile_mpy, find_mpy_cross
+from fieldwatch.devservices.micropython import REPO_ROOT, compile_mpy, find_mpy_cross
 
 FIRMWARE = REPO_ROOT / "firmware"
 MODULES = sorted(p for p in FIRMWARE.rglob("*.py"))

@@ -8,7 +8,7 @@ import time
 import paho.mqtt.client as paho
 import pytest
 
-from harness.micropython import compile_mpy
+from fieldwatch.devservices.micropython import compile_mpy
 from fieldwatch.tools.umqtt_fetch import umqtt_path
 
 

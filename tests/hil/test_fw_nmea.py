@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from harness.micropython import REPO_ROOT, compile_mpy
+from fieldwatch.devservices.micropython import REPO_ROOT, compile_mpy
 
 NMEA_DIR = REPO_ROOT / "tests" / "data" / "nmea"
 LOGS = sorted(p.name for p in NMEA_DIR.glob("*.log"))

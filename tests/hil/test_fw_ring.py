@@ -3,7 +3,7 @@ MicroPython with a 100 KB heap, on a real directory standing in for LittleFS."""
 
 import pytest
 
-from harness.micropython import compile_mpy
+from fieldwatch.devservices.micropython import compile_mpy
 
 
 @pytest.fixture(scope="module")

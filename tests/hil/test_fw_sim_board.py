@@ -22,7 +22,7 @@ import time
 import paho.mqtt.client as paho
 import pytest
 
-from harness.micropython import REPO_ROOT, find_micropython
+from fieldwatch.devservices.micropython import REPO_ROOT, find_micropython
 
 pytestmark = pytest.mark.skipif(find_micropython() is None, reason="no MicroPython Unix port")
 

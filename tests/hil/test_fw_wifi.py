@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from harness.micropython import compile_mpy
+from fieldwatch.devservices.micropython import compile_mpy
 
 LO, HI = 40, 160
 

@@ -4,7 +4,7 @@ heap limit asked for and the repo on its module path."""
 import os
 import subprocess
 
-from harness.micropython import REPO_ROOT, compile_mpy
+from fieldwatch.devservices.micropython import REPO_ROOT, compile_mpy
 
 
 def test_runs_real_micropython_with_100k_heap(micropython):

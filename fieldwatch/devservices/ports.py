@@ -1,8 +1,9 @@
-"""TCP port helpers for the test harness.
+"""TCP port helpers for the dev services.
 
-The services the harness starts (Mosquitto, PostgreSQL) each get a port picked
-here, never the system defaults 1883 / 5432, so tests cannot talk to (or
-disturb) a broker or database that happens to run on the machine.
+The services started here (Mosquitto, PostgreSQL) each get a port picked
+here, never the system defaults 1883 / 5432, so tests, the demo and the
+benchmarks cannot talk to (or disturb) a broker or database that happens to
+run on the machine.
 """
 
 import socket
@@ -10,7 +11,7 @@ import time
 
 LOCALHOST = "127.0.0.1"
 
-# Ports the harness must never hand out: the system Mosquitto and PostgreSQL.
+# Ports never handed out: the system Mosquitto and PostgreSQL.
 RESERVED = frozenset({1883, 8883, 5432})
 
 
@@ -20,7 +21,7 @@ def free_port(host=LOCALHOST):
     The kernel picks it from the ephemeral range by binding port 0. There is a
     small window in which another process could take it before the caller's
     server binds it; the services report such a bind failure clearly in their
-    log, which the harness includes in its error.
+    log, which they include in their error.
     """
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -1,4 +1,4 @@
-"""A private PostgreSQL cluster for tests.
+"""A private PostgreSQL cluster (tests, the demo, the benchmarks).
 
     c = PostgresCluster()     # initdb in a temp dir (~1-2 s), free port; not yet running
     c.start()                 # pg_ctl start -w
@@ -8,7 +8,7 @@
     c.drop_database(name)
     c.cleanup()               # stop and delete the temp dir
 
-PostgreSQL refuses to run as root. When the tests run as root the temp dir is
+PostgreSQL refuses to run as root. When the caller runs as root the temp dir is
 chowned to the `postgres` user and initdb/pg_ctl run through
 `runuser -u postgres --`; as any other user they run directly.
 
@@ -152,7 +152,7 @@ class PostgresCluster:
         conf.update({"port": str(self.port),
                      "unix_socket_directories": "'%s'" % self.socket_dir})
         conf.update(settings)
-        lines = ["", "# ---- tests/harness/postgres.py ----"]
+        lines = ["", "# ---- fieldwatch/devservices/postgres.py ----"]
         lines += ["%s = %s" % kv for kv in conf.items()]
         with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
             f.write("\n".join(lines) + "\n")

