@@ -6,8 +6,8 @@
 #   micropython buffer_ring.py writer DIR      # buffer_cases.write_forever, until killed
 #   micropython buffer_ring.py drain DIR       # buffer_cases.say_drain
 #
-# Keys come from bootcount as firmware/app.py takes them: next_boot() once per
-# start, then bootcount.Keys. Each record is one ring entry (n = 1) of kind
+# Keys come from bootcount.Keys as firmware/app.py takes them (a new boot per
+# start). Each record is one ring entry (n = 1) of kind
 # "readings" whose payload names its key, checked when it is handed out.
 
 import os
@@ -44,7 +44,7 @@ class RingBuffer:
             os.mkdir(root)
         except OSError:
             pass
-        self.keys = bootcount.Keys(bootcount.next_boot(root + "/bootcount"))
+        self.keys = bootcount.Keys(root + "/bootcount")
         if capacity is None:
             self.ring = Ring(root + "/outbox", segment_bytes=8192, max_segments=50, window=1000)
         else:
@@ -55,9 +55,8 @@ class RingBuffer:
     def append(self, n):
         """Store n records, one entry each; their keys."""
         out = []
-        boot = self.keys.boot
         for _ in range(n):
-            seq = self.keys.take(1)
+            boot, seq = self.keys.take(1)
             self.ring.append("readings", boot, seq, 1, _payload(boot, seq))
             out.append((boot, seq))
         return out
