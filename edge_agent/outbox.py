@@ -52,12 +52,13 @@ import sqlite3
 import time
 
 from fieldwatch.wire import codec, topics
+from fieldwatch.wire.batch import encode_batch, record_bodies, record_item
 
 log = logging.getLogger("edge_agent.outbox")
 
-KINDS = ("readings", "fix", "features", "log", "result", "wave")
+KINDS = codec.RECORD_KINDS
 # Kinds whose message carries exactly one record.
-SINGLE = ("result", "wave")
+SINGLE = codec.SINGLE_RECORD_KINDS
 # Byte budget of one message's records: the contract limit less room for the envelope.
 ENVELOPE_ROOM = 2048
 DEFAULT_MAX_BYTES = codec.MAX_PAYLOAD - ENVELOPE_ROOM
@@ -140,15 +141,11 @@ class OutboxBatch:
         return "<OutboxBatch %s %d:%d+%d%s>" % (self.kind, self.boot, self.seq, self.n, " live" if self.live else "")
 
 
-_ENCODERS = {"readings": codec.encode_readings, "fix": codec.encode_fixes,
-             "features": codec.encode_features, "log": codec.encode_logs}
-_LIST_KEY = {"readings": "r", "fix": "f", "features": "w", "log": "l"}
-
-
-def _message(dev, kind, boot, seq, ts0, tq, items):
-    # The wire message of a batched kind carrying `items` (their JSON, joined by ',').
-    envelope = _ENCODERS[kind](dev, boot, seq, ts0, tq, [])
-    return b"".join((envelope[:-2], items.encode(), b"]}"))  # the envelope ends in '[]}'
+# A segment's message is built, appended to and cut by the contract's own functions
+# (fieldwatch/wire/batch.py); nothing here writes wire bytes.
+# _message(dev, kind, boot, seq, ts0, tq, items): the wire message of a batched kind
+# carrying `items` (their JSON, joined by ',').
+_message = encode_batch
 
 
 def _body_text(kind, body):
@@ -162,26 +159,11 @@ def _body_text(kind, body):
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
 
-def _item(dt, text):
-    # The record's item as the message carries it: its JSON with dt spliced in first.
-    if text[0] == "[":          # [name/level, value/text] -> [dt, name/level, value/text]
-        return "[%d,%s" % (dt, text[1:])
-    if text == "{}":
-        return '{"dt":%d}' % dt
-    return '{"dt":%d,%s' % (dt, text[1:])  # {...} -> {"dt": dt, ...}
-
-
-def _items(kind, ts0, message):
-    # [(ts, text without dt)] of the records in a message of a batched kind (the slow path).
-    out = []
-    for it in json.loads(message)[_LIST_KEY[kind]]:
-        if isinstance(it, list):
-            dt, rest = it[0], it[1:]
-        else:
-            dt = it.pop("dt")
-            rest = it
-        out.append((ts0 + dt, json.dumps(rest, separators=(",", ":"), allow_nan=False)))
-    return out
+# _item(dt, text): the record's item as the message carries it (its JSON with dt first).
+_item = record_item
+# _items(kind, ts0, message): [(ts, text without dt)] of the records in a message of a
+# batched kind (the slow path).
+_items = record_bodies
 
 
 def _parse(seg):
