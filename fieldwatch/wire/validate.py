@@ -38,6 +38,7 @@ FIX_REQUIRED = ("lat_e7", "lon_e7")
 FIX_RANGES = {}  # name -> (lo, hi)
 for _f in FIX_FIELDS:
     FIX_RANGES[_f[0]] = (_f[1], _f[2])
+del _f
 
 
 # ---- small checks ----------------------------------------------------------------
