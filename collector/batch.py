@@ -40,10 +40,10 @@ def quarantine_keys(topic_name, payload):
     if not isinstance(msg, dict):
         return None
     boot, seq = msg.get("boot"), msg.get("seq")
-    ok = lambda x: isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= codec.MAX_U32
+    ok = lambda x: codec.is_int(x) and 0 <= x <= codec.MAX_U32
     if not (ok(boot) and ok(seq)):
         return None
-    items = msg.get({"readings": "r", "fix": "f", "features": "w", "log": "l"}.get(kind, ""))
+    items = msg.get(codec.LIST_KEY.get(kind, ""))
     n = len(items) if isinstance(items, list) and 0 < len(items) <= codec.MAX_RECORDS else 1
     return dev, boot, seq, n
 

@@ -30,12 +30,13 @@ import queue
 import struct
 import threading
 import time
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from fieldwatch.mqtturl import parse_url
 
 log = logging.getLogger("collector.mqtt")
 
@@ -189,13 +190,6 @@ class Message:
         self.retain = retain
         self.recv_ms = recv_ms      # receipt time, ms since the epoch
         self.conn = conn            # connection generation: acks go only to the connection that delivered
-
-
-def parse_url(url):
-    """(host, port, username, password, tls) from mqtt://user:pass@host:port."""
-    u = urlsplit(url)
-    tls = u.scheme == "mqtts"
-    return u.hostname, u.port or (8883 if tls else 1883), u.username, u.password, tls
 
 
 class MqttLink:

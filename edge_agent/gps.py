@@ -45,17 +45,8 @@ log = logging.getLogger("edge_agent.gps")
 MAX_PENDING_FIXES = 3600          # completed fixes kept for the agent (an hour at 1 Hz)
 _READER_LOCK = threading.Lock()   # gpsd-py3's globals allow one connection per process
 
-# Wire contract ranges of the fix fields (docs/wire.md, "fix").
-_RANGES = {
-    "lat_e7": (-900000000, 900000000),
-    "lon_e7": (-1800000000, 1800000000),
-    "alt_mm": (-1000000, 100000000),
-    "speed_mmps": (0, 1000000),
-    "track_cdeg": (0, 35999),
-    "eph_mm": (0, 100000000),
-    "epv_mm": (0, 100000000),
-    "sats": (0, 255),
-}
+# Wire contract ranges of the fix fields (docs/wire.md, "fix"): name -> (lo, hi).
+_RANGES = codec.FIX_RANGES
 
 
 # ---- pure conversion -----------------------------------------------------------------

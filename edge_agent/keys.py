@@ -27,9 +27,10 @@ import logging
 import os
 import time
 
+from fieldwatch.wire.contract import MAX_U32, MIN_TS_MS
+
 log = logging.getLogger("edge_agent.keys")
 
-MAX_U32 = 4294967295
 BOOT_FILE = "boot"
 
 
@@ -69,7 +70,7 @@ def read_boot(state_dir):
     return value
 
 
-CLOCK_SANE_AFTER = 1577836800  # 2020-01-01T00:00:00Z: before that the clock is not set
+CLOCK_SANE_AFTER = MIN_TS_MS // 1000  # s; before the contract's earliest sane time the clock is not set
 
 
 def first_boot(now):

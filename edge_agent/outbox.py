@@ -56,12 +56,13 @@ import logging
 import sqlite3
 import time
 
-from edge_agent.segments import ENVELOPE_ROOM, SINGLE, OutboxBatch, _body_text, _item, _message, _parse, _runs
+from edge_agent.segments import ENVELOPE_ROOM, SINGLE, OutboxBatch, _parse, _runs
 from fieldwatch.wire import codec, topics
+from fieldwatch.wire.batch import encode_batch, record_body, record_item
 
 log = logging.getLogger("edge_agent.outbox")
 
-KINDS = ("readings", "fix", "features", "log", "result", "wave")
+KINDS = codec.RECORD_KINDS
 # append() appends to the last segment only while its records stay below this size.
 APPEND_MAX_BYTES = 4096
 # Backlog segments next_to_send() reads with one query.
@@ -198,7 +199,7 @@ class Outbox:
         last = None
         for seq, ts0, tq, items in _runs(records):
             n, items = len(items), ",".join(items)
-            self._insert(db, boot, seq, n, kind, tq, ts0, _message(dev, kind, boot, seq, ts0, tq, items),
+            self._insert(db, boot, seq, n, kind, tq, ts0, encode_batch(dev, kind, boot, seq, ts0, tq, items),
                          queued_at, dev)
             last = [boot, seq, n, kind, tq, ts0, items, dev]
         return last
@@ -237,7 +238,7 @@ class Outbox:
         if kind == "wave":
             texts = None
         else:
-            texts = [_body_text(kind, body) for _, _, body in items]
+            texts = [record_body(kind, body) for _, _, body in items]
         boot, first = self.keys.take(n)
         now = self._clock()
         records = [(first + i, int(ts), tq, texts[i] if texts else None) for i, (ts, tq, _) in enumerate(items)]
@@ -258,7 +259,7 @@ class Outbox:
                     body, k = o[6], 0
                     while k < len(recs):
                         seq, ts, tq, text = recs[k]
-                        item = _item(ts - o[5], text)
+                        item = record_item(ts - o[5], text)
                         if (tq != o[4] or o[2] + k >= codec.MAX_RECORDS or len(body) + len(item) + 1 > APPEND_MAX_BYTES
                                 or abs(ts - o[5]) > codec.MAX_DT_MS):
                             break
@@ -267,7 +268,7 @@ class Outbox:
                     if k:
                         self._ahead.clear()
                         db.execute("UPDATE segments SET n = ?, body = ? WHERE boot = ? AND seq = ?",
-                                   (o[2] + k, _message(o[7], kind, boot, o[1], o[5], o[4], body), boot, o[1]))
+                                   (o[2] + k, encode_batch(o[7], kind, boot, o[1], o[5], o[4], body), boot, o[1]))
                         self._open = [boot, o[1], o[2] + k, kind, o[4], o[5], body, o[7]]
                         recs = recs[k:]
                 if recs:
@@ -459,7 +460,7 @@ class Outbox:
             self._store_runs(db, boot, recs[:k], kind, queued, dev)
             self._store_runs(db, boot, recs[k:], kind, queued, dev)
         self._write(False, work)
-        return (boot, seq, k, kind, tq, ts0, _message(dev, kind, boot, seq, ts0, tq, ",".join(head[3])), queued, dev)
+        return (boot, seq, k, kind, tq, ts0, encode_batch(dev, kind, boot, seq, ts0, tq, ",".join(head[3])), queued, dev)
 
     def mark_sent(self, batch):
         """Record that this OutboxBatch was just published (kept in memory: see the module docstring)."""

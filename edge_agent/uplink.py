@@ -36,25 +36,16 @@ import logging
 import random
 import threading
 import time
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from fieldwatch.mqtturl import parse_url
 from fieldwatch.wire import codec, topics
 
 log = logging.getLogger("edge_agent.uplink")
-
-
-def parse_url(url):
-    """(host, port, username, password, tls) from mqtt[s]://user:pass@host:port."""
-    u = urlsplit(url)
-    tls = u.scheme == "mqtts"
-    user = unquote(u.username) if u.username else None
-    password = unquote(u.password) if u.password else None
-    return u.hostname, u.port or (8883 if tls else 1883), user, password, tls
 
 
 def _no_op(*args):

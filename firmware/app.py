@@ -14,7 +14,6 @@
 # Records keys are (boot, seq); time stamps come from clock.Clock (tq none/rtc/ntp/gps).
 
 import gc
-import struct
 import sys
 import time
 
@@ -24,13 +23,12 @@ from micropython import const
 import bootcount
 from clock import Clock
 import safemode
-import slim
 from adxl345 import ADXL345, SCALE_G, ADXL345Error
 from features import Features
 from mqtt import Link
 from nmea import NMEAParser
 from ring import Ring
-from fieldwatch.wire import codec
+from fieldwatch.wire import device
 
 FW_VERSION = "0.1.0"
 HW = "esp32-devkitc"
@@ -50,7 +48,6 @@ class App:
     def __init__(self, cfg, data_dir="/", wifi=None, room=None):
         # room: a list holding a buffer reserved before the imports (main.py); emptied
         # here so the window can take its place
-        slim.drop_unused(codec)  # ~5 KB of collector-side code back to the heap
         if room:
             room.pop()
         gc.collect()
@@ -120,8 +117,8 @@ class App:
                   "windows_discarded": self.windows_discarded,
                   "nmea_bad": self.gps.bad_checksum, "torn": ob.torn,
                   "reconnects": self.link.connects, "mem_free": gc.mem_free()}
-        return codec.encode_status(self.dev, self.keys.boot, self.keys.seq, t0, tq, state, FW_VERSION,
-                                   HW, self.reset, ob.depth(), 0, ob.drops, health)
+        return device.encode_status(self.dev, self.keys.boot, self.keys.seq, t0, tq, state, FW_VERSION,
+                                    HW, self.reset, ob.depth(), 0, ob.drops, health)
 
     # ---- sampling ----------------------------------------------------------------------
     def sample(self):
@@ -166,7 +163,7 @@ class App:
         rec = {"dt": 0, "len_ms": int(n * 1000 / rate), "rate_hz": rate, "n": n,
                "x": f["x"], "y": f["y"], "z": f["z"]}
         self.windows += 1
-        self._store("features", 1, lambda seq, t, q: codec.encode_features(
+        self._store("features", 1, lambda seq, t, q: device.encode_features(
             self.dev, self.boot, seq, t0, tq0, [rec]))
         every = self.cfg["wave_every_s"]
         if self.capture_n or (every and time.ticks_diff(time.ticks_ms(), self.last_wave) >= every * 1000):
@@ -174,7 +171,7 @@ class App:
 
     def _wave(self, n, t0, tq):
         # The block goes to the outbox as header + the window's samples, written
-        # straight from the window buffer: codec.encode_wave would join them in RAM
+        # straight from the window buffer: device.encode_wave would join them in RAM
         # (two transient copies of 6 n bytes, ~3 KB for 256 samples), which a
         # fragmented 100 KB heap cannot always find in one piece.
         n = min(n, self.window_n)
@@ -184,13 +181,9 @@ class App:
                     memoryview(self.window)[:6 * n])
 
     def wave_head(self, seq, t0, tq, n):
-        """The wire header (+ device id) of a 3-axis waveform block of n samples: exactly
-        what codec.encode_wave puts before the samples (tested against it)."""
-        d = self.dev.encode()
-        return struct.pack(codec.WAVE_HEADER, codec.WAVE_MAGIC, codec.VERSION,
-                           codec.TIME_QUALITY.index(tq), self.boot, seq, t0,
-                           int(self.adxl.rate_hz * 1000 + 0.5), SCALE_G, n, 3,
-                           self.adxl.range_g, len(d)) + d
+        """The wire header (+ device id) of a 3-axis waveform block of n samples."""
+        return device.wave_head(self.dev, self.boot, seq, t0, tq, self.adxl.rate_hz, SCALE_G,
+                                self.adxl.range_g, 3, n)
 
     # ---- GPS ---------------------------------------------------------------------------
     def read_gps(self):
@@ -221,7 +214,7 @@ class App:
                 if fx.get(k) is not None:
                     w[k] = fx[k]
             out.append(w)
-        self._store("fix", len(out), lambda seq, t, q: codec.encode_fixes(
+        self._store("fix", len(out), lambda seq, t, q: device.encode_fixes(
             self.dev, self.boot, seq, t0, tq, out))
 
     # ---- network -----------------------------------------------------------------------
@@ -290,7 +283,7 @@ class App:
         except Exception as e:
             ok = False
             error = "%s: %s" % (type(e).__name__, e)
-        self._store("result", 1, lambda seq, t0, tq: codec.encode_result(
+        self._store("result", 1, lambda seq, t0, tq: device.encode_result(
             self.dev, self.boot, seq, t0, tq, m["id"], name, ok, detail, error))
         if name == "reboot" and ok:
             self.network()  # try to get the result out first
@@ -315,8 +308,8 @@ class App:
             safemode.healthy()
         # Collect every step (36 us for a 100 KB heap on the Unix port): the allocator
         # then refills the lowest holes first and the free space stays in one piece
-        # at the top of the heap, where a waveform block (~1.6 KB of transient copies
-        # in codec.encode_wave) still finds room. Without it, objects that live for a
+        # at the top of the heap, where a waveform block (~1.6 KB of transient copies)
+        # still finds room. Without it, objects that live for a
         # while (fixes, records in flight) end up spread over the free space and a 100 KB
         # heap fails those allocations even with 15 KB free.
         gc.collect()

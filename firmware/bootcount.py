@@ -9,7 +9,7 @@
 import os
 import struct
 
-from fieldwatch.wire import codec
+from fieldwatch.wire import contract
 
 try:
     from binascii import crc32
@@ -66,7 +66,7 @@ class Keys:
 
     def take(self, n=1):
         """Reserve n consecutive keys; return (boot, first seq)."""
-        if self.seq + n - 1 > codec.MAX_U32:
+        if self.seq + n - 1 > contract.MAX_U32:
             self.boot = next_boot(self.path)
             self.seq = 0
         s = self.seq

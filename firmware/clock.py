@@ -1,4 +1,4 @@
-# Wall clock with a time-quality flag: none / rtc / ntp / gps (wire.codec.TIME_QUALITY).
+# Wall clock with a time-quality flag: none / rtc / ntp / gps (fieldwatch.wire.contract.TIME_QUALITY).
 #
 # The clock is kept as an offset from time.ticks_ms() (the monotonic ms counter):
 # wall_ms = offset + ticks. Until the first NTP answer or GPS fix the offset is
@@ -20,7 +20,9 @@ except ImportError:
     def const(x):
         return x
 
-_MIN_VALID_MS = const(1577836800000)  # 2020-01-01: anything earlier is not a real clock
+# 2020-01-01, the contract's MIN_TS_MS: anything earlier is not a real clock. A copy, because
+# const() takes only a literal (tests/unit/test_wire_contract.py checks it equals the contract).
+_MIN_VALID_MS = const(1577836800000)
 
 
 class Clock:

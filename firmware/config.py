@@ -6,13 +6,13 @@
 
 import json
 
-from fieldwatch.wire import codec, topics
+from fieldwatch.wire import contract, topics
 
 # key: (type, default or REQUIRED, check) -- check returns None or a message
 REQUIRED = object()
 
-RATES = codec.ADXL_RATES_HZ
-RANGES = codec.ADXL_RANGES_G
+RATES = contract.ADXL_RATES_HZ
+RANGES = contract.ADXL_RANGES_G
 
 
 class ConfigError(Exception):
@@ -72,7 +72,7 @@ SCHEMA = (
     ("range_g", 16, _one_of(RANGES)),
     ("window_s", 1, _int(1, 60)),
     ("wave_every_s", 3600, _int(0, 86400)),
-    ("wave_samples", 1024, _int(16, codec.MAX_WAVE_SAMPLES)),
+    ("wave_samples", 1024, _int(16, contract.MAX_WAVE_SAMPLES)),
     ("i2c_sda", 21, _int(0, 39)),
     ("i2c_scl", 22, _int(0, 39)),
     ("adxl_int1", 4, _int(0, 39)),

@@ -22,7 +22,7 @@
 # - Reconnect with exponential backoff and jitter; birth and last-will status
 #   messages (retained, QoS 1); subscription to our `cmd` and `ack` topics.
 #
-# Incoming messages are decoded with wire.codec and queued in `inbox`; they are
+# Incoming messages are decoded with fieldwatch.wire.device and queued in `inbox`; they are
 # never acted on inside umqtt's callback (which may run in the middle of publish()).
 
 import socket as _socket
@@ -35,7 +35,7 @@ try:
 except ImportError:  # pragma: no cover
     random = None
 
-from fieldwatch.wire import codec, topics
+from fieldwatch.wire import device, topics
 
 _IPPROTO_TCP = const(6)   # the same in Linux and lwIP (MicroPython's socket module
 _TCP_NODELAY = const(1)   # does not always export them)
@@ -291,7 +291,7 @@ class Link:
         self.inbox_grew = True
         try:
             t = topic.decode() if isinstance(topic, (bytes, bytearray)) else topic
-            m = codec.decode(t, msg)
+            m = device.decode_downlink(t, msg)
         except Exception as e:
             self.bad_messages += 1
             print("mqtt: bad message on %s: %r" % (topic, e))

@@ -38,6 +38,8 @@ import os
 import struct
 import time
 
+from fieldwatch.wire.contract import RECORD_KINDS
+
 try:
     from binascii import crc32
 except ImportError:  # pragma: no cover
@@ -52,7 +54,7 @@ except ImportError:
 _MAGIC = const(0xA5)
 _HEAD = "<BBHIIH"
 _HEAD_SIZE = const(14)
-KINDS = ("readings", "fix", "wave", "features", "log", "result")
+KINDS = RECORD_KINDS    # a record's kind is stored as its index in this tuple
 _MAX_PAYLOAD = const(16384)
 _INLINE = const(512)    # payloads up to this size are read as bytes; bigger ones stay on flash
 _CHUNK = const(256)     # bytes per read when checking or streaming a big payload

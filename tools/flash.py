@@ -3,8 +3,9 @@
     python -m fieldwatch.tools.flash --port /dev/ttyUSB0 [--config FILE] [--dry-run] [--offline] [--all]
 
 Steps, with progress on the console:
-  1. compile firmware/*.py and fieldwatch/wire/*.py with mpy-cross into build/flash/ (boot.py and
-     main.py stay source: the board runs them by name; firmware/fakes/ is never flashed);
+  1. compile firmware/*.py and the device part of the wire contract (fieldwatch/wire/ DEVICE_WIRE)
+     with mpy-cross into build/flash/ (boot.py and main.py stay source: the board runs them by
+     name; firmware/fakes/ is never flashed);
   2. copy what changed since the last flash of this port (hashes in build/flash/<port>.json;
      --all copies everything) plus the config as :config.json, with `mpremote fs cp`;
   3. install umqtt.simple: `mpremote mip install umqtt.simple` when micropython.org is
@@ -29,6 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "flash"
 SOURCE_ONLY = ("boot.py", "main.py")      # the board looks these up by name
+# The wire modules the firmware imports; validate.py, batch.py and codec.py stay off the board.
+DEVICE_WIRE = ("__init__.py", "contract.py", "device.py", "topics.py")
 
 
 def tool(name):
@@ -42,8 +45,8 @@ def firmware_files():
     out = []
     for p in sorted((REPO / "firmware").glob("*.py")):
         out.append((p, p.name if p.name in SOURCE_ONLY else p.stem + ".mpy"))
-    # The wire contract, under the name every side imports it by (fieldwatch.wire).
-    for p in [REPO / "fieldwatch" / "__init__.py"] + sorted((REPO / "fieldwatch" / "wire").glob("*.py")):
+    # The device part of the wire contract, under the name every side imports it by.
+    for p in [REPO / "fieldwatch" / "__init__.py"] + [REPO / "fieldwatch" / "wire" / n for n in DEVICE_WIRE]:
         out.append((p, str(p.relative_to(REPO).with_suffix(".mpy"))))
     return out
 

@@ -6,11 +6,12 @@ behind the fake machine.I2C, everything else the real firmware, compiled with mp
 - a waveform block written from the window buffer (header + samples, never joined in
   RAM) is byte for byte what wire.codec.encode_wave makes, and a big record is streamed
   back from flash (ring.Stored) rather than read into the heap;
-- slim.drop_unused() leaves every device-side use of wire.codec working: all cmd and
-  ack golden vectors and the encoders the firmware calls give the same answers after it.
+- the firmware loads only the device part of the wire contract (fieldwatch.wire.contract
+  and .device, never .validate, .batch or .codec), and that part gives the same answers
+  as the full codec under CPython: all cmd and ack golden vectors, and the encoders the
+  firmware calls.
 """
 
-import importlib.util
 import json
 
 import pytest
@@ -150,53 +151,79 @@ def test_fw_app_wave_block_matches_codec(micropython, fw_path, chip, tmp_path, n
     assert how == ("stored" if len(data) > 512 else "bytes")
 
 
-SLIM = r"""
-import sys, json
-from fieldwatch.wire import codec
-import slim
-
-def answers():
-    out = []
-    with open(sys.argv[1]) as f:
-        for line in f:
-            topic, text = json.loads(line)
-            try:
-                m = codec.decode(topic, text.encode())
-                out.append(json.dumps(m))
-            except codec.WireError as e:
-                out.append(e.code)
-    fx = [{"dt": 0, "mode": 3, "lat_e7": 481173000, "lon_e7": 115166667, "sats": 8}]
-    win = [{"dt": 0, "len_ms": 1000, "rate_hz": 400, "n": 400,
-            "x": {"rms": 0.1, "peak": 0.3, "crest": 3.0, "dom_hz": 50.0},
-            "y": {"rms": 0.1, "peak": 0.3, "crest": 3.0, "dom_hz": 50.0},
-            "z": {"rms": 0.1, "peak": 0.3, "crest": 3.0, "dom_hz": 50.0}}]
-    out.append(codec.encode_fixes("d-1", 3, 10, 1767225600000, "gps", fx))
-    out.append(codec.encode_features("d-1", 3, 11, 1767225600000, "ntp", win))
-    out.append(codec.encode_result("d-1", 3, 12, 1767225600000, "ntp", "c-1", "capture", True, {"n": 64}))
-    out.append(codec.encode_result("d-1", 3, 13, 1767225600000, "ntp", "c-2", "set_rate", False, None, "E"))
-    out.append(codec.encode_status("d-1", 3, 14, 1767225600000, "ntp", "online", "0.1", "hw",
-                                   "power_on", 2, 0, 1, {"mem_free": 5}))
-    out.append(codec.covers([(3, 0, 9)], 3, 4))
-    return out
-
-full = answers()
-gone = slim.drop_unused(codec)
-trimmed = answers()
-print("gone", gone, "answers", len(full), "same", full == trimmed)
+LOADED = APP + r"""
+wire = sorted([m for m in sys.modules if m.startswith("fieldwatch")])
+print(" ".join(wire))
 """
 
 
-def test_fw_slim_codec_keeps_every_device_side_answer(micropython, fw_path, tmp_path):
+def test_fw_app_loads_only_the_device_part_of_the_wire_contract(micropython, fw_path, chip, tmp_path):
+    r = micropython(LOADED, args=[str(tmp_path) + "/"], heapsize=HEAP, path=fw_path,
+                    cwd=str(tmp_path), env={"FW_I2C": chip.address}, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    loaded = r.stdout.split()
+    assert loaded == ["fieldwatch", "fieldwatch.wire", "fieldwatch.wire.contract",
+                      "fieldwatch.wire.device", "fieldwatch.wire.topics"], r.stdout
+
+
+DEVICE = r"""
+import sys, json
+from fieldwatch.wire import device
+from fieldwatch.wire.contract import WireError
+
+with open(sys.argv[1]) as f:
+    for line in f:
+        topic, text = json.loads(line)
+        try:
+            print(json.dumps(["decoded", device.decode_downlink(topic, text.encode())]))
+        except WireError as e:
+            print(json.dumps(["error", e.code]))
+fx = [{"dt": 0, "mode": 3, "lat_e7": 481173000, "lon_e7": 115166667, "sats": 8}]
+win = [{"dt": 0, "len_ms": 1000, "rate_hz": 400, "n": 400,
+        "x": {"rms": 0.1, "peak": 0.3, "crest": 3.0, "dom_hz": 50.0},
+        "y": {"rms": 0.1, "peak": 0.3, "crest": 3.0, "dom_hz": 50.0},
+        "z": {"rms": 0.1, "peak": 0.3, "crest": 3.0, "dom_hz": 50.0}}]
+for out in (device.encode_fixes("d-1", 3, 10, 1767225600000, "gps", fx),
+            device.encode_features("d-1", 3, 11, 1767225600000, "ntp", win),
+            device.encode_result("d-1", 3, 12, 1767225600000, "ntp", "c-1", "capture", True, {"n": 64}),
+            device.encode_result("d-1", 3, 13, 1767225600000, "ntp", "c-2", "set_rate", False, None, "E"),
+            device.encode_status("d-1", 3, 14, 1767225600000, "ntp", "online", "0.1", "hw",
+                                 "power_on", 2, 0, 1, {"mem_free": 5})):
+    print(json.dumps(["encoded", json.loads(out)]))
+print(json.dumps(["covers", device.covers([(3, 0, 9)], 3, 4), device.covers([(3, 0, 9)], 3, 10)]))
+"""
+
+
+def _full_codec_answers(cases):
+    # What CPython's full codec says to the same inputs, as the device script prints them.
+    out = []
+    for c in cases:
+        try:
+            out.append(["decoded", json.loads(json.dumps(codec.decode(c["topic"], c["payload_text"].encode())))])
+        except codec.WireError as e:
+            out.append(["error", e.code])
+    fx = [{"dt": 0, "mode": 3, "lat_e7": 481173000, "lon_e7": 115166667, "sats": 8}]
+    axis = {"rms": 0.1, "peak": 0.3, "crest": 3.0, "dom_hz": 50.0}
+    win = [{"dt": 0, "len_ms": 1000, "rate_hz": 400, "n": 400, "x": axis, "y": axis, "z": axis}]
+    for enc in (codec.encode_fixes("d-1", 3, 10, 1767225600000, "gps", fx),
+                codec.encode_features("d-1", 3, 11, 1767225600000, "ntp", win),
+                codec.encode_result("d-1", 3, 12, 1767225600000, "ntp", "c-1", "capture", True, {"n": 64}),
+                codec.encode_result("d-1", 3, 13, 1767225600000, "ntp", "c-2", "set_rate", False, None, "E"),
+                codec.encode_status("d-1", 3, 14, 1767225600000, "ntp", "online", "0.1", "hw",
+                                    "power_on", 2, 0, 1, {"mem_free": 5})):
+        out.append(["encoded", json.loads(enc)])
+    out.append(["covers", True, False])
+    return out
+
+
+def test_fw_device_wire_gives_the_full_codecs_answers(micropython, fw_path, tmp_path):
     cases = [c for c in json.loads(VECTORS.read_text()) if not c.get("heavy")
              and "payload_text" in c and c["topic"].rsplit("/", 1)[-1] in ("cmd", "ack")]
     assert len(cases) > 40
+    assert any("error" in c for c in cases) and any("expect" in c for c in cases)
     lines = tmp_path / "cases.jsonl"
     lines.write_text("".join(json.dumps([c["topic"], c["payload_text"]]) + "\n" for c in cases))
-    r = micropython(SLIM, args=[str(lines)], heapsize=HEAP, path=fw_path, cwd=str(tmp_path))
+    r = micropython(DEVICE, args=[str(lines)], heapsize=HEAP, path=fw_path, cwd=str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
-    words = r.stdout.split()
-    spec = importlib.util.spec_from_file_location("fw_slim", str(REPO_ROOT / "firmware" / "slim.py"))
-    fw_slim = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fw_slim)
-    assert int(words[1]) == sum(1 for n in fw_slim.UNUSED if hasattr(codec, n)) > 0
-    assert int(words[3]) == len(cases) + 6 and words[5] == "True", r.stdout
+    got = [json.loads(line) for line in r.stdout.splitlines()]
+    assert got == _full_codec_answers(cases)

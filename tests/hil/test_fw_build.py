@@ -172,9 +172,14 @@ def test_fw_flash_dry_run_prints_mpremote_commands(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     cmds = [ln for ln in r.stdout.splitlines() if "mpremote connect /dev/ttyUSB0" in ln]
     copied = [ln.rsplit(" :", 1)[1] for ln in cmds if " fs cp " in ln]
-    for name in ("adxl345.mpy", "nmea.mpy", "app.mpy", "boot.py", "main.py", "fieldwatch/wire/codec.mpy",
-                 "config.json", "lib/umqtt/simple.py"):
+    for name in ("adxl345.mpy", "nmea.mpy", "app.mpy", "boot.py", "main.py", "fieldwatch/__init__.mpy",
+                 "fieldwatch/wire/__init__.mpy", "fieldwatch/wire/contract.mpy", "fieldwatch/wire/device.mpy",
+                 "fieldwatch/wire/topics.mpy", "config.json", "lib/umqtt/simple.py"):
         assert name in copied, (name, copied)
+    # only the device part of the wire contract goes to the board
+    assert sorted(c for c in copied if c.startswith("fieldwatch/wire/")) == [
+        "fieldwatch/wire/__init__.mpy", "fieldwatch/wire/contract.mpy", "fieldwatch/wire/device.mpy",
+        "fieldwatch/wire/topics.mpy"]
     assert not any("fakes" in c or c in ("machine.mpy", "network.mpy") for c in copied)
     assert cmds[-1].endswith(" reset")
     assert "config ok" in r.stdout
