@@ -19,6 +19,11 @@ fills: at ``rate_hz`` that is every < 32 / rate_hz seconds (40 ms at 800 Hz). Po
 plus one 1+6-byte transaction per entry: about 84 SCL cycles, 210 us per sample at 400 kHz,
 so on a 400 kHz bus 800 Hz takes ~17 % of the bus and 3200 Hz ~67 % before any OS overhead.
 The datasheet recommends 1600/3200 Hz only with SPI at >= 2 MHz and 800 Hz with I2C at 400 kHz.
+
+The agent talks to the sensor only through ``AccelerometerInterface`` (below): raw
+counts from the FIFO, their scale to g beside them (``samples_g``), rate, range and
+the power and FIFO controls. ``Accelerometer`` implements it on both hardware
+settings; a stand-in (a test, a benchmark) subclasses it too.
 """
 
 import os
@@ -68,13 +73,87 @@ def range_code(range_g):
     return RANGES_G.index(range_g)
 
 
-class Accelerometer:
+class AccelerometerInterface:
+    """What the agent needs of a 3-axis accelerometer with a FIFO: counts, their scale to g, controls.
+
+    Like the Adafruit driver (``acceleration`` in SI units, ``raw_x`` beside it), a
+    reading comes as raw counts with the scale beside them: ``read_fifo()`` gives
+    int16 counts, ``samples_g(counts)`` the same samples in g. Every method and
+    property raises NotImplementedError here; an implementation overrides them all.
+    The two counters are plain attributes every implementation keeps (set here):
+
+    * ``overruns``   FIFO reads that found samples lost (full FIFO or OVERRUN set);
+    * ``i2c_errors`` bus errors caught (the read is cut short and resumed next time).
+    """
+
+    def __init__(self):
+        """Start the counters at zero (an implementation calls this from its own __init__)."""
+        self.overruns = 0
+        self.i2c_errors = 0
+
+    @property
+    def rate_hz(self):
+        """Output data rate in Hz, as set by open() or set_rate()."""
+        raise NotImplementedError
+
+    @property
+    def range_g(self):
+        """Full-scale range in +/- g, as set by open() or set_range()."""
+        raise NotImplementedError
+
+    @property
+    def scale_g(self):
+        """g per count of read_fifo()'s samples (at the current range)."""
+        raise NotImplementedError
+
+    def samples_g(self, counts):
+        """Counts (n, 3) from read_fifo() as float64 samples in g."""
+        return np.asarray(counts, dtype=np.float64) * self.scale_g
+
+    def open(self, rate_hz, range_g, watermark):
+        """Configure rate (Hz), range (+/- g) and FIFO watermark (samples), start measuring; returns self."""
+        raise NotImplementedError
+
+    def read_fifo(self):
+        """Drain the FIFO: (int16 counts, shape (n, 3), x/y/z; overrun flag: samples were lost before them).
+
+        The counts may be a view of a buffer the next call reuses: copy them to keep them.
+        """
+        raise NotImplementedError
+
+    def flush(self):
+        """Discard what the FIFO holds while measuring goes on (not counted as an overrun)."""
+        raise NotImplementedError
+
+    def set_rate(self, rate_hz):
+        """Change the output data rate (Hz); ValueError for a rate the chip lacks, OSError from the bus."""
+        raise NotImplementedError
+
+    def set_range(self, range_g):
+        """Change the full-scale range (+/- g); ValueError for a range the chip lacks, OSError from the bus."""
+        raise NotImplementedError
+
+    def sleep(self):
+        """Stop measuring (standby); OSError from the bus."""
+        raise NotImplementedError
+
+    def wake(self):
+        """Measure again, with an empty FIFO; OSError from the bus."""
+        raise NotImplementedError
+
+    def close(self):
+        """Stop measuring and release the sensor."""
+        raise NotImplementedError
+
+
+class Accelerometer(AccelerometerInterface):
     """ADXL345 in FIFO stream mode, read in bursts; counts overruns and I2C errors."""
 
     def __init__(self, i2c, address=_ADDRESS, chip=None):
         """Wrap the Adafruit driver on bus i2c; chip is the simulated ADXL345, if any."""
         import adafruit_adxl34x
 
+        super().__init__()
         self._adafruit = adafruit_adxl34x
         self.bus = i2c
         self.chip = chip  # ADXL345Model when simulated, else None
@@ -90,8 +169,8 @@ class Accelerometer:
         self._range_g = 2
         self._watermark = 16
         self._open = False
-        self.overruns = 0  # polls that found the FIFO full or OVERRUN set: samples may be lost
-        self.i2c_errors = 0  # OSErrors caught (the poll is cut short and resumed next time)
+        # overruns: polls that found the FIFO full or OVERRUN set; i2c_errors: OSErrors caught
+        # (the poll is cut short and resumed next time): both kept by AccelerometerInterface.
         self.samples_read = 0  # samples returned by read_fifo
         self.samples_discarded = 0  # samples flushed on purpose by set_rate/wake
         self.polls = 0  # read_fifo calls

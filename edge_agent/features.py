@@ -16,12 +16,12 @@ Per axis, over a window of n samples at rate_hz (values in g):
 The wire contract (docs/wire.md, "features") carries these per axis in a feature
 window; window_record() builds that dict.
 
-DC. The agent's specification asks for rms with DC included (as the reference
-figures in tests/data/vibration/README.md are computed), while the wire contract
-(docs/wire.md, "features") defines rms and peak with the mean (gravity) removed.
-The functions here take remove_dc (default False: the values as they are);
-the agent passes its setting features.remove_dc, which defaults to the contract's
-definition, because every device in the fleet must mean the same by x_rms.
+DC. The wire contract (docs/wire.md, "features") defines rms and peak with the
+mean (gravity) removed; the reference figures in tests/data/vibration/README.md
+are computed with DC included. The functions here take remove_dc as a required
+keyword, so there is one default only: the agent's setting features.remove_dc
+(edge_agent/config.py), True as the contract defines it, because every device in
+the fleet must mean the same by x_rms.
 """
 
 import numpy as np
@@ -84,8 +84,8 @@ def band_energies(x, rate_hz, edges):
     return out
 
 
-def axis_features(x, rate_hz, edges=None, remove_dc=False):
-    """{rms, peak, crest, dom_hz[, bands]} of one axis (g, Hz, g^2)."""
+def axis_features(x, rate_hz, edges=None, *, remove_dc):
+    """{rms, peak, crest, dom_hz[, bands]} of one axis (g, Hz, g^2); remove_dc: subtract the mean first."""
     x = np.asarray(x, dtype=np.float64)
     if remove_dc:
         x = x - x.mean()
@@ -97,10 +97,11 @@ def axis_features(x, rate_hz, edges=None, remove_dc=False):
     return f
 
 
-def window_record(samples_g, rate_hz, edges=None, axes=("x", "y", "z"), remove_dc=False):
+def window_record(samples_g, rate_hz, edges=None, axes=("x", "y", "z"), *, remove_dc):
     """A feature-window record body (wire contract, without dt) for an (n, k) array of samples in g.
 
-    edges: band edges in Hz (None: no bands; use band_edges() for the defaults).
+    edges: band edges in Hz (None: no bands; use band_edges() for the defaults);
+    remove_dc: subtract each axis's mean first (the agent passes features.remove_dc).
     """
     a = np.asarray(samples_g, dtype=np.float64)
     if a.ndim == 1:
@@ -112,7 +113,7 @@ def window_record(samples_g, rate_hz, edges=None, axes=("x", "y", "z"), remove_d
     if edges is not None:
         rec["band_hz"] = [_plain(e) for e in edges]
     for i, ax in enumerate(axes[:a.shape[1]]):
-        f = axis_features(a[:, i], rate_hz, edges, remove_dc)
+        f = axis_features(a[:, i], rate_hz, edges, remove_dc=remove_dc)
         rec[ax] = {k: (_round(v) if k != "bands" else [_round(b) for b in v]) for k, v in f.items()}
     return rec
 

@@ -24,7 +24,8 @@ out the last report of each epoch, once the next epoch starts (or the connection
 ends), so a fix is always gpsd's complete decoding of that second.
 
 Pure helpers (tpv_time_ms, fix_from_tpv, EpochTracker, choose_time) do no I/O;
-GpsReader is the thread that talks to gpsd.
+GpsReader is the thread that talks to gpsd; FixRecorder hands the agent the newest
+fix every gps.interval_s, stamped.
 """
 
 import datetime
@@ -192,6 +193,44 @@ def choose_time(gps_ms, local_ms, local_tq):
         if local_tq == "none" or abs(gps_ms - local_ms) <= codec.MAX_FUTURE_MS:
             return gps_ms, "gps"
     return local_ms, local_tq
+
+
+class FixRecorder:
+    """Every interval_s, the newest fix a GpsReader completed since the last time, stamped for a `fix` record."""
+
+    def __init__(self, reader, interval_s, clock, counters):
+        """clock: an edge_agent.clock.Clock; counters (the agent's status health) gets the reader's connect counts."""
+        self.reader = reader
+        self.interval_s = interval_s
+        self.clock = clock
+        self.counters = counters
+        self._next = 0.0
+        self._time_warned = False
+
+    def due(self, until):
+        """(ms, tq, body) of the fix to store now, or None (not yet time, no gpsd, no 2D/3D fix).
+
+        Starts the reader's thread on the first call; it ends once the Event `until` is set.
+        """
+        if not self.reader.started:
+            self.reader.start(until=until)   # an absent gpsd is retried there
+        now = time.monotonic()
+        if now < self._next:
+            return None
+        self._next = now + self.interval_s
+        for name in ("gps_connects", "gps_connect_failures"):
+            self.counters[name] = self.reader.counters[name]
+        fixes = self.reader.take()
+        if not fixes:
+            return None
+        fix = fixes[-1]
+        local_ms, local_tq = self.clock.stamp(fix.mono)
+        ms, tq = choose_time(fix.gps_ms, local_ms, local_tq)
+        if tq != "gps" and fix.gps_ms is not None and not self._time_warned:
+            self._time_warned = True
+            log.warning("GPS time %d ms is %.0f s away from our clock: fixes are stamped with our clock (tq %s)",
+                        fix.gps_ms, (fix.gps_ms - local_ms) / 1000.0, local_tq)
+        return ms, tq, fix.body
 
 
 # ---- the gpsd connection ---------------------------------------------------------------

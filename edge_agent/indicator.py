@@ -45,6 +45,8 @@ class Indicator:
         self.button = None
         self.state = None
         self._presses = queue.SimpleQueue()
+        self._errors_seen = 0      # the error count follow() saw last
+        self._error_until = 0.0    # monotonic time the error pattern ends
         try:
             if led_pin not in (None, ""):
                 self.led = LED(led_pin, pin_factory=pin_factory)
@@ -69,6 +71,13 @@ class Indicator:
                 self.led.blink(on_time=pattern[0], off_time=pattern[1], background=True)
         # Only now: `state` tells what the LED shows, also to another thread reading it.
         self.state = state
+
+    def follow(self, errors, connected):
+        """Show error for ERROR_HOLD_S after the error count last changed, else online or offline (connected?)."""
+        now = time.monotonic()
+        if errors != self._errors_seen:
+            self._errors_seen, self._error_until = errors, now + ERROR_HOLD_S
+        self.show("error" if now < self._error_until else "online" if connected else "offline")
 
     def _pressed(self):
         # Called in gpiozero's thread: only queue the moment.

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.accel import Accelerometer, RATES_HZ
+from edge_agent.accel import Accelerometer, AccelerometerInterface, RATES_HZ
 from fieldwatch.sim import signals
 
 CWRU_97 = Path(__file__).resolve().parents[1] / "data" / "vibration" / "cwru_97_normal_de_12k.csv"
@@ -182,7 +182,7 @@ def test_agent_flush_empties_a_full_fifo_without_an_overrun():
 def test_agent_sampler_started_after_the_fifo_filled_reports_no_overrun():
     # The agent opens the sensor, then builds the uplink, GPS and indicator before its sampler
     # starts: longer than the FIFO lasts. Those samples were never ours to lose.
-    from edge_agent.agent import Sampler
+    from edge_agent.sampler import Sampler
 
     rate = 100
     accel = Accelerometer.create(hardware="sim", source="counter").open(rate, 16, 16)
@@ -244,6 +244,36 @@ def test_agent_counts_scale_to_g_at_every_range(range_g):
     assert len(samples) == 20
     assert accel.range_g == range_g and accel.scale_g == pytest.approx(0.0039, rel=2e-3)
     assert np.allclose(samples * accel.scale_g, [0.25, -0.5, 1.0])
+
+
+def test_agent_accelerometer_implements_every_member_of_the_interface():
+    # The agent uses nothing but AccelerometerInterface; the reader (real I2C or the
+    # simulated chip behind FakeI2C, the same class) overrides every member it declares.
+    declared = [name for name, member in vars(AccelerometerInterface).items()
+                if not name.startswith("_") and name != "samples_g"]
+    assert set(declared) >= {"rate_hz", "range_g", "scale_g", "open", "read_fifo", "flush", "set_rate",
+                             "set_range", "sleep", "wake", "close"}
+    base = AccelerometerInterface()
+    assert (base.overruns, base.i2c_errors) == (0, 0)
+    for name in declared:
+        assert vars(Accelerometer).get(name) is not None, "Accelerometer does not implement %s" % name
+        with pytest.raises(NotImplementedError):
+            member = getattr(base, name)      # a property raises here, a method when called
+            member(*[1] * (member.__code__.co_argcount - 1))
+    accel = Accelerometer.create(hardware="sim", source="rest")
+    assert isinstance(accel, AccelerometerInterface) and (accel.overruns, accel.i2c_errors) == (0, 0)
+
+
+def test_agent_samples_come_in_g_with_the_raw_counts_beside():
+    clock = SteppedClock()
+    accel = Accelerometer.create(hardware="sim", source=signals.constant(0.25, -0.5, 1.0), clock=clock)
+    accel.open(400, 4, 10)
+    clock.t += 0.05
+    counts, _ = accel.read_fifo()
+    g = accel.samples_g(counts)
+    assert counts.dtype == np.int16 and g.dtype == np.float64 and g.shape == (20, 3)
+    assert np.array_equal(g, counts.astype(np.float64) * accel.scale_g)
+    assert np.allclose(g, [0.25, -0.5, 1.0], atol=accel.scale_g)
 
 
 def test_agent_set_range_while_streaming_keeps_the_scale():

@@ -38,7 +38,7 @@ def recording(request):
 def test_features_rms_peak_crest_match_reference(recording):
     name, x = recording
     ref_rms, _, ref_peak, ref_crest, _ = REFERENCE[name]
-    f = features.axis_features(x, RATE)
+    f = features.axis_features(x, RATE, remove_dc=False)   # the README's figures include DC
     # The README prints 4-5 significant digits; recomputation agrees to ~1e-4 relative.
     assert f["rms"] == pytest.approx(ref_rms, rel=1e-4)
     assert f["crest"] == pytest.approx(ref_crest, rel=2e-4)
@@ -70,7 +70,7 @@ def test_features_bands_sum_to_mean_square(recording):
         assert min(f["bands"]) >= 0
         assert sum(f["bands"]) == pytest.approx(f["rms"] ** 2, rel=1e-9)
     # With DC included the first band holds the mean's square on top of its AC part.
-    dc = features.axis_features(x, RATE, edges)["bands"][0]
+    dc = features.axis_features(x, RATE, edges, remove_dc=False)["bands"][0]
     ac = features.axis_features(x, RATE, edges, remove_dc=True)["bands"][0]
     assert dc - ac == pytest.approx(x.mean() ** 2, rel=1e-6)
 
@@ -81,7 +81,7 @@ def test_features_sine_energy_lands_in_its_band():
     x = 0.5 * np.sin(2 * np.pi * 120 * t) + 1.0   # 120 Hz, 0.5 g amplitude, on 1 g of gravity
     edges = features.band_edges(rate)
     assert edges == [0, 10, 50, 100, 200, 400]
-    f = features.axis_features(x, rate, edges)
+    f = features.axis_features(x, rate, edges, remove_dc=False)
     assert f["dom_hz"] == 120.0
     assert f["bands"][0] == pytest.approx(1.0, rel=1e-9)          # DC: 1 g squared
     assert f["bands"][3] == pytest.approx(0.125, rel=1e-9)        # A^2 / 2
@@ -97,7 +97,7 @@ def test_features_band_edges_for_slow_rates():
 
 
 def test_features_zero_window_is_finite():
-    f = features.axis_features(np.zeros(64), 100.0, features.band_edges(100.0))
+    f = features.axis_features(np.zeros(64), 100.0, features.band_edges(100.0), remove_dc=False)
     assert f == {"rms": 0.0, "peak": 0.0, "crest": 0.0, "dom_hz": 0.0, "bands": [0.0, 0.0]}
 
 
