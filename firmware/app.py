@@ -20,12 +20,12 @@ import time
 import machine
 from micropython import const
 
-import bootcount
+import keys
 from clock import Clock
 import safemode
 from adxl345 import ADXL345, SCALE_G, ADXL345Error
 from features import Features
-from mqtt import Link
+from uplink import Link
 from nmea import NMEAParser
 from ring import Ring
 from fieldwatch.wire import device
@@ -57,7 +57,7 @@ class App:
         self._alloc_window(cfg["rate_hz"])
         self.features = Features()
         self.dev = cfg["device_id"]
-        self.keys = bootcount.Keys(data_dir + "bootcount")
+        self.keys = keys.Keys(data_dir + "bootcount")
         self.boot = self.keys.boot
         self.clock = Clock()
         self.clock.from_rtc()

@@ -68,7 +68,7 @@ class Stored:
     """A big record payload left in its segment file (a waveform block, a batch of fixes).
 
     len() is its size; send_to(write) calls write(chunk) for each piece, read through
-    the ring's chunk buffer. mqtt._Sock streams it into the socket, so sending a 1.6 KB
+    the ring's chunk buffer. uplink._Sock streams it into the socket, so sending a 1.6 KB
     waveform block needs no 1.6 KB of contiguous heap. bytes(stored.read()) for tests.
     """
 
@@ -271,7 +271,7 @@ class Ring:
         """The next record to publish as (kind, boot, seq, n, payload), or None.
 
         payload is bytes, or a Stored for one over 512 bytes (publish it as it is:
-        mqtt.Link streams it from flash).
+        uplink.Link streams it from flash).
 
         None when everything is sent or `window` records await confirmation. When the
         oldest record in flight is older than resend_ms, sending restarts from it.

@@ -5,7 +5,7 @@
 # access point is away. An attempt ends when the station has an address, when its
 # status says it failed (ESP32: 200 beacon timeout, 201 no AP found, 202 wrong
 # password, 203 association failed, 204 handshake timeout), or after `attempt_ms`;
-# then the next one waits backoff_ms(attempts) (mqtt.py): lo, 2 lo, 4 lo ... capped
+# then the next one waits backoff_ms(attempts) (uplink.py): lo, 2 lo, 4 lo ... capped
 # at hi, the upper half of each random, so a fleet that lost the same access point
 # does not come back in lock step.
 
@@ -13,7 +13,7 @@ import time
 
 import network
 
-from mqtt import backoff_ms
+from uplink import backoff_ms
 
 
 class WiFi:

@@ -4,7 +4,7 @@ Runs the real firmware code (compiled with mpy-cross, as flashed) on the MicroPy
 Unix port with the board's heap (-X heapsize=100K), the fake machine/network modules
 and the simulated ADXL345 served by tools/sim_board.ChipHost; starts a private
 Mosquitto (fieldwatch/devservices/broker.py). Measures, in one run:
-  (a) firmware publish: QoS 1 messages/s that firmware/mqtt.py (Link over umqtt.simple,
+  (a) firmware publish: QoS 1 messages/s that firmware/uplink.py (Link over umqtt.simple,
       TCP_NODELAY) publishes to the broker, one record per message: the features
       record the app itself stored (its bytes taken from the flash ring), umqtt
       waiting for each PUBACK before the next publish;
@@ -154,7 +154,7 @@ micropython.mem_info()
 # (a): the firmware's MQTT link publishing one record per message.
 PUB_SCRIPT = r"""
 import sys, time, gc
-from mqtt import Link
+from uplink import Link
 with open(sys.argv[3], "rb") as f:
     payload = f.read()
 n = int(sys.argv[2])
@@ -268,7 +268,7 @@ def app_figures(path, work, rate_hz, hot_calls, windows, payload_file):
 
 
 def firmware_publish(path, work, port, payload_file, messages):
-    """(a) msgs/s of firmware/mqtt.py publishing `messages` QoS 1 messages of the payload."""
+    """(a) msgs/s of firmware/uplink.py publishing `messages` QoS 1 messages of the payload."""
     r = run_micropython(PUB_SCRIPT, args=[port, messages, payload_file], heapsize=HEAP, path=path, cwd=work,
                         timeout=60 + messages / 100.0)
     if r.returncode != 0:

@@ -6,7 +6,7 @@
 #   micropython buffer_ring.py writer DIR      # buffer_cases.write_forever, until killed
 #   micropython buffer_ring.py drain DIR       # buffer_cases.say_drain
 #
-# Keys come from bootcount.Keys as firmware/app.py takes them (a new boot per
+# Keys come from keys.Keys as firmware/app.py takes them (a new boot per
 # start). Each record is one ring entry (n = 1) of kind
 # "readings" whose payload names its key, checked when it is handed out.
 
@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-import bootcount
+import keys
 import buffer_cases
 from ring import Ring
 
@@ -44,7 +44,7 @@ class RingBuffer:
             os.mkdir(root)
         except OSError:
             pass
-        self.keys = bootcount.Keys(root + "/bootcount")
+        self.keys = keys.Keys(root + "/bootcount")
         if capacity is None:
             self.ring = Ring(root + "/outbox", segment_bytes=8192, max_segments=50, window=1000)
         else:

@@ -121,7 +121,7 @@ kind, boot, seq, count, payload = rec
 stored = not isinstance(payload, bytes)
 with open(sys.argv[3], "wb") as f:
     if stored:
-        payload.send_to(f.write)     # streamed from flash, as mqtt.Link sends it
+        payload.send_to(f.write)     # streamed from flash, as uplink.Link sends it
     else:
         f.write(payload)
 print(kind, boot, seq, count, a.adxl.rate_hz, a.adxl.range_g, "stored" if stored else "bytes")

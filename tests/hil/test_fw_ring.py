@@ -1,4 +1,4 @@
-"""Firmware outbox (firmware/ring.py) and boot counter (firmware/bootcount.py) on
+"""Firmware outbox (firmware/ring.py) and boot counter (firmware/keys.py) on
 MicroPython with a 100 KB heap, on a real directory standing in for LittleFS."""
 
 import pytest
@@ -127,8 +127,8 @@ print(r.next_to_send(2000)[2])    # record 1 is 2000 ms old: resend from 1
     assert out.splitlines() == ["[0, 1, 2, 3] None", "4", "1"]
 
 
-def test_fw_bootcount_one_write_per_boot(micropython, fw_path, tmp_path):
-    code = "import bootcount; print(bootcount.next_boot(%r))" % str(tmp_path / "bc")
+def test_fw_keys_boot_counter_one_write_per_boot(micropython, fw_path, tmp_path):
+    code = "import keys; print(keys.next_boot(%r))" % str(tmp_path / "bc")
     got = [int(run(micropython, fw_path, tmp_path, code)) for _ in range(3)]
     assert got == [1, 2, 3]
     (tmp_path / "bc").write_bytes(b"garbage!")   # corrupt: starts again but never crashes
@@ -137,8 +137,8 @@ def test_fw_bootcount_one_write_per_boot(micropython, fw_path, tmp_path):
 
 def test_fw_keys_move_to_a_new_boot_before_seq_passes_2_32(micropython, fw_path, tmp_path):
     # As edge_agent/keys.py: a key is never (boot, 2^32) or above; the next boot takes over.
-    code = """import bootcount
-k = bootcount.Keys(%r)
+    code = """import keys
+k = keys.Keys(%r)
 k.seq = 4294967294
 print(k.take(1), k.take(2), k.take(1), k.seq)
 """ % str(tmp_path / "bc")

@@ -1,6 +1,10 @@
-# Boot counter: the `boot` half of every record key (boot, seq).
+# Record keys (boot, seq), the ESP32's counterpart of edge_agent/keys.py (written
+# twice because the state lives elsewhere: a CRC'd file on LittleFS here, a text file
+# fsynced with its directory on the Pi). `boot` is the boot counter in the file
+# "bootcount" (its name from before this module was called keys.py, kept so that a
+# board updated in the field keeps counting where it was).
 #
-# Read, incremented and written back once per boot (one small flash write; LittleFS
+# The boot counter is read, incremented and written back once per boot (one small flash write; LittleFS
 # spreads wear). The new value is written to a temporary file and renamed over the
 # old one, so a power cut leaves either the old or the new count, never a torn one;
 # a CRC guards against a corrupt file, in which case the temporary copy (if a power

@@ -1,4 +1,4 @@
-"""Firmware MQTT link (firmware/mqtt.py over umqtt.simple 1.3.4 from PyPI) on the
+"""Firmware MQTT link (firmware/uplink.py over umqtt.simple 1.3.4 from PyPI) on the
 MicroPython Unix port against a real Mosquitto (the harness's fresh_broker)."""
 
 import re
@@ -50,7 +50,7 @@ class Counter:
 
 MANY = r"""
 import sys, time
-from mqtt import Link
+from uplink import Link
 N = int(sys.argv[2])
 link = Link("dev-many", "127.0.0.1", int(sys.argv[1]), keepalive=0, timeout_s=5)
 assert link.connect(b'{"offline":1}', b'{"online":1}'), "no connection"
@@ -88,7 +88,7 @@ def test_fw_mqtt_more_than_65535_qos1_publishes(micropython, fw_path, fresh_brok
 
 BIRTH = r"""
 import sys, time
-from mqtt import Link
+from uplink import Link
 link = Link("dev-birth", "127.0.0.1", int(sys.argv[1]), keepalive=2, timeout_s=2)
 assert link.connect(b"will-offline", b"birth-online")
 print("connected", flush=True) if hasattr(print, "flush") else print("connected")
