@@ -22,6 +22,11 @@ are computed with DC included. The functions here take remove_dc as a required
 keyword, so there is one default only: the agent's setting features.remove_dc
 (edge_agent/config.py), True as the contract defines it, because every device in
 the fleet must mean the same by x_rms.
+
+Written twice: firmware/features.py computes them in pure Python, because MicroPython
+has no numpy. The two still differ in dom_hz (the firmware looks at the first 256
+samples without a window) until issue 12 pins both to one definition with shared
+golden vectors.
 """
 
 import numpy as np

@@ -21,6 +21,9 @@ If the counter file is unreadable (it never is after a completed rename, but a
 disk can be restored from an old image or edited by hand) the source refuses to
 guess low: it takes max(floor + 1, seconds since the epoch), which is above every
 counter a device can have reached by counting starts.
+
+The ESP32's firmware/keys.py hands out the same keys the same way; it is a copy of
+its own because its counter lives in a CRC'd file on LittleFS under MicroPython.
 """
 
 import logging

@@ -138,6 +138,8 @@ def load(path="/config.json", echo=print):
     return cfg
 
 
+# Written beside fieldwatch/mqtturl.py (the CPython parser) because MicroPython has no
+# urllib; the board's URL carries no user or password (mqtt_user, mqtt_password).
 def broker_host_port(url):
     """'mqtt://host:port' -> (host, port); port 1883 when absent."""
     hp = url[7:]

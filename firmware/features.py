@@ -6,6 +6,11 @@
 # sums keep the squares in small-int range (|v| <= 4096 counts, 32 squares < 2^30),
 # so the floats allocated here are a few per 32 samples; the FFT works in two float
 # arrays allocated once (2 x 256 x 4 bytes).
+#
+# Written twice: edge_agent/features.py computes the same features with numpy, which
+# MicroPython lacks. The two still differ in the dominant frequency (here the first
+# _FFT_N samples without a window, there the whole window with a Hann window) until
+# issue 12 pins both to one definition with shared golden vectors.
 
 import math
 from array import array
