@@ -4,13 +4,14 @@ Reads answer from the database through collector.queries; the one write,
 sending a command, logs it in the command log (collector.store.CommandLog)
 and publishes it to the device through the collector's MQTT link. Every
 error is JSON {"error": message} with the status that fits: 400 bad
-parameter, 401 no token, 403 wrong token, 404 unknown device or command,
-503 broker or database away.
+parameter or body, 401 no token, 403 wrong token, 404 unknown device or
+command, 413 body too large (collector/web.py), 503 broker or database away.
 """
 
 import datetime as dt
 import hmac
 import math
+import re
 import time
 import uuid
 from decimal import Decimal
@@ -25,11 +26,15 @@ from collector.params import ParamError
 from collector.schema import API_TELEMETRY
 from collector.store import CommandLog
 from fieldwatch.wire import codec, topics
+from fieldwatch.wire.contract import is_text
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 RECENT_LOGS = 50
 RECENT_COMMANDS = 20
 MAX_WAIT_S = 30
+# Ids of commands sent through the API: they go into the result URL, so only characters
+# a URL path carries as they are (a UUID, the default, fits).
+_API_CMD_ID = re.compile(r"[A-Za-z0-9._:-]{1,%d}" % codec.MAX_CMD_ID)
 
 
 class ApiError(Exception):
@@ -138,7 +143,7 @@ def create_api(queries, metrics, link=None, api_token="", read_token=""):
     def telemetry(device_id):
         params.check_known(request.args, ("kind", "from", "to", "limit", "offset", "name"))
         kind = params.choice(request.args, "kind", "readings", tuple(API_TELEMETRY))
-        name = request.args.get("name")
+        name = params.reading_name(request.args)
         if name is not None and kind != "readings":
             raise ParamError("name filters readings only; drop it or use kind=readings")
         start, end = params.time_range(request.args, _now())
@@ -153,7 +158,7 @@ def create_api(queries, metrics, link=None, api_token="", read_token=""):
     def aggregates(device_id):
         params.check_known(request.args, ("source", "bucket", "from", "to", "name"))
         source = params.choice(request.args, "source", "features", ("features", "readings"))
-        name = request.args.get("name")
+        name = params.reading_name(request.args)
         if name is not None and source != "readings":
             raise ParamError("name filters readings only; drop it or use source=readings")
         start, end = params.time_range(request.args, _now())
@@ -191,10 +196,13 @@ def create_api(queries, metrics, link=None, api_token="", read_token=""):
         require((api_token,), "sending commands")
         params.check_known(request.args, ())
         device_or_404(device_id)
-        body = request.get_json(silent=True)
+        must_be = 'the body must be a JSON object like {"cmd": "set_rate", "args": {"hz": 800}} ' \
+                  "with Content-Type: application/json"
+        if not request.is_json:
+            raise ParamError(must_be)
+        body = params.json_body(request.get_data(cache=False))   # at most MAX_CONTENT_LENGTH bytes (web.py)
         if not isinstance(body, dict):
-            raise ParamError('the body must be a JSON object like {"cmd": "set_rate", "args": {"hz": 800}} '
-                             "with Content-Type: application/json")
+            raise ParamError(must_be)
         for k in body:
             if k not in ("cmd", "args", "id"):
                 raise ParamError("unknown field %r in the body; fields: cmd, args, id" % k[:40])
@@ -204,8 +212,9 @@ def create_api(queries, metrics, link=None, api_token="", read_token=""):
         if not isinstance(args, dict):
             raise ParamError("args must be a JSON object, e.g. {\"hz\": 800}")
         cmd_id = body.get("id", str(uuid.uuid4()))
-        if not isinstance(cmd_id, str) or not 1 <= len(cmd_id) <= codec.MAX_CMD_ID or "\x00" in cmd_id:
-            raise ParamError("id must be a string of 1..%d characters without NUL" % codec.MAX_CMD_ID)
+        if not isinstance(cmd_id, str) or not _API_CMD_ID.fullmatch(cmd_id):
+            raise ParamError("id must be a string of 1..%d characters of A-Z a-z 0-9 . _ : - (it is part of the "
+                             "result URL), got %s" % (codec.MAX_CMD_ID, params.show(cmd_id)))
         try:
             payload = codec.encode_cmd(cmd_id, cmd, args, int(time.time() * 1000))
         except codec.WireError as e:
@@ -225,15 +234,19 @@ def create_api(queries, metrics, link=None, api_token="", read_token=""):
             pass  # the link lost the broker just now: the message stays queued and goes out on reconnect
         c = _command_view(queries.command(cmd_id))
         c["published"] = info.is_published()   # False: queued, not yet acknowledged by the broker
-        resp = jsonify(command=c, result_url="/api/v1/commands/%s" % cmd_id)
+        result_url = "/api/v1/commands/" + cmd_id   # _API_CMD_ID: nothing in it needs quoting
+        resp = jsonify(command=c, result_url=result_url)
         resp.status_code = 202
-        resp.headers["Location"] = "/api/v1/commands/%s" % cmd_id
+        resp.headers["Location"] = result_url
         return resp
 
     @bp.get("/commands/<cmd_id>")
     def command(cmd_id):
         params.check_known(request.args, ("wait",))
         wait = params.integer(request.args, "wait", 0, 0, MAX_WAIT_S)
+        if not is_text(cmd_id, 1, codec.MAX_CMD_ID):
+            raise ParamError("command id must be 1..%d characters without NUL, got %s"
+                             % (codec.MAX_CMD_ID, params.show(cmd_id)))
         end = time.monotonic() + wait
         while True:
             c = queries.command(cmd_id)
@@ -247,7 +260,9 @@ def create_api(queries, metrics, link=None, api_token="", read_token=""):
     def quarantine():
         params.check_known(request.args, ("limit", "offset", "device", "code"))
         limit, offset = params.limit_offset(request.args, 50)
-        rows = queries.quarantine(limit, offset, request.args.get("device"), request.args.get("code"))
+        device = params.text(request.args, "device", params.MAX_TOPIC_DEVICE,
+                             "the device id as it appeared in the topic")
+        rows = queries.quarantine(limit, offset, device, params.error_code(request.args))
         return jsonify(limit=limit, offset=offset, count=len(rows),
                        next_offset=offset + len(rows) if len(rows) == limit else None, items=jsonable(rows))
 

@@ -7,6 +7,7 @@ goes through Jinja's autoescaping. Every asset (script, style, the vendored
 uPlot chart library) is served from collector/static: no CDN.
 """
 
+import json
 import logging
 import threading
 
@@ -15,11 +16,15 @@ from werkzeug.exceptions import HTTPException
 
 from collector.api import create_api
 from collector.metrics import PrometheusExport, prometheus_text
-from fieldwatch.wire import topics
+from fieldwatch.wire import codec, topics
 
 log = logging.getLogger("collector.web")
 
 REFRESH_MS = 3000   # how often the pages fetch fresh data
+# Largest request body, bytes: a command is one MQTT message, and no message is larger.
+# waitress refuses a longer body from its Content-Length before reading it (serve());
+# Flask's MAX_CONTENT_LENGTH is the same bound for any other WSGI server.
+MAX_BODY = codec.MAX_PAYLOAD
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
@@ -27,6 +32,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_token=""):
     """The Flask app; `queries` answers from the database, `metrics` from this process, `link` is the MQTT link."""
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.register_blueprint(create_api(queries, metrics, link, api_token, read_token))
     export = PrometheusExport(metrics, broker_connected=(lambda: link.connected.is_set()) if link else None,
                               device_last_seen=queries.last_seen)
@@ -49,6 +55,8 @@ def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_
             return e
         if e.code == 404:
             msg = "no API endpoint %s %s; see /api/v1/openapi.json" % (request.method, request.path[:200])
+        elif e.code == 413:
+            msg = body_too_large(request.content_length)
         elif e.code == 405:
             msg = "Method Not Allowed: %s %s; allowed: %s" % (
                 request.method, request.path[:200], ", ".join(sorted(set(e.valid_methods or ()) - {"HEAD", "OPTIONS"})))
@@ -70,8 +78,16 @@ def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_
 
     @app.get("/devices/<device_id>")
     def device_page(device_id):
+        shown = device_id if len(device_id) <= 64 else device_id[:64] + "…"
         if not topics.valid_device_id(device_id):
-            return render_template("notfound.html", what="device id", name=device_id, **page), 404
+            return render_template("notfound.html", invalid=True, name=shown, **page), 404
+        if not read_token:   # with protected reads the page's script asks the API, with the token
+            try:
+                known = queries.device_exists(device_id)
+            except Exception:  # the database is away: the page loads, and its script keeps trying
+                known = True
+            if not known:
+                return render_template("notfound.html", invalid=False, name=shown, **page), 404
         return render_template("device.html", device_id=device_id, **page)
 
     @app.get("/quarantine")
@@ -107,12 +123,49 @@ def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_
     return app
 
 
+def body_too_large(length):
+    """The 413 message for a request body of length bytes (None: unknown, e.g. chunked)."""
+    size = "%d bytes" % length if length else "longer than %d bytes" % MAX_BODY
+    return "the request body is %s; at most %d bytes are accepted" % (size, MAX_BODY)
+
+
+def _json_error_channel():
+    """A waitress channel whose own error answers (413, 431, 400 bad header ...) are JSON like the app's."""
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self):
+            e = self.request.error
+            if e.code == 413:
+                msg = body_too_large(self.request.content_length)
+            else:
+                msg = "%s: %s" % (e.reason, e.body)
+            body = json.dumps({"error": msg}).encode()
+            self.status = "%d %s" % (e.code, e.reason)
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JsonErrorChannel(HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    return JsonErrorChannel
+
+
 def serve(app, listen, threads=8):
-    """Serve app on 'host:port' with waitress in a daemon thread; returns the server."""
+    """Serve app on 'host:port' with waitress in a daemon thread; returns the server.
+
+    waitress answers a body over MAX_BODY with 413 from its Content-Length, before
+    reading it (max_request_body_size refuses from that size on, hence + 1).
+    """
     from waitress.server import create_server
 
     host, _, port = listen.rpartition(":")
-    server = create_server(app, host=host or "127.0.0.1", port=int(port), threads=threads, ident="fieldwatch")
+    server = create_server(app, host=host or "127.0.0.1", port=int(port), threads=threads, ident="fieldwatch",
+                           max_request_body_size=MAX_BODY + 1)
+    server.channel_class = _json_error_channel()
     t = threading.Thread(target=server.run, name="web", daemon=True)
     t.start()
     return server

@@ -14,26 +14,9 @@ import urllib.parse
 import paho.mqtt.client as paho
 import pytest
 
-from fieldwatch.devservices.broker import Broker
 from fieldwatch.wire import codec, topics
-from tests.e2e.web_fleet import MARKUP_DEVICE, MARKUP_FW, MARKUP_LOG, TOKEN, get, request, start_fleet
-
-
-@pytest.fixture(scope="module")
-def fleet(pg_cluster):
-    broker = Broker()
-    broker.start()
-    db = pg_cluster.create_database()
-    f = None
-    try:
-        f = start_fleet(broker, db)
-        f.broker = broker
-        yield f
-    finally:
-        if f is not None:
-            f.stop()
-        broker.cleanup()
-        pg_cluster.drop_database(db)
+from tests.e2e.web_fleet import MARKUP_DEVICE, MARKUP_FW, MARKUP_LOG, TOKEN, get, request
+from tests.e2e.web_fleet import fleet  # noqa: F401 (a fixture)
 
 
 def _iso(ms):
@@ -163,14 +146,95 @@ BAD_REQUESTS = [
     ("/api/v1/quarantine?limit=-5", "limit must be from 1 to 1000"),
     ("/api/v1/commands/abc?wait=31", "wait must be from 0 to 30"),
     ("/api/v1/devices?x=1", "unknown parameter 'x'"),
+    # issue 14: each of these was a 500
+    ("/api/v1/devices/pump-01/telemetry?to=0001-01-01T00:00:00Z",
+     "to '0001-01-01T00:00:00Z' is out of range: times from 1900-01-01T00:00:00Z to 9999-12-31T00:00:00Z"),
+    ("/api/v1/devices/pump-01/telemetry?from=0001-01-01T00:00:00Z&to=0001-01-01T01:00:00Z", "to '0001-01-01T01"),
+    ("/api/v1/devices/pump-01/aggregates?from=9999-12-31T23:00:00Z&to=9999-12-31T23:59:59-23:59", "is out of range"),
+    ("/api/v1/devices/pump-01/track?from=-" + "9" * 5000 + "d", "from must be an ISO 8601 time"),
+    ("/api/v1/devices/pump-01/telemetry?name=temp%00c", "name must be a reading name"),
+    ("/api/v1/devices/pump-01/aggregates?source=readings&name=%00", "name must be a reading name"),
+    ("/api/v1/quarantine?device=pump%00", "device must be 1..200 characters without NUL"),
+    ("/api/v1/quarantine?code=bad%00json", "code must be an error code"),
+    ("/api/v1/commands/a%00b", "command id must be 1..36 characters without NUL"),
 ]
 
 
-@pytest.mark.parametrize("path,message", BAD_REQUESTS, ids=[p for p, _ in BAD_REQUESTS])
+@pytest.mark.parametrize("path,message", BAD_REQUESTS, ids=[p[:90] for p, _ in BAD_REQUESTS])
 def test_web_api_bad_parameter_gets_400_with_a_precise_message(fleet, path, message):
     status, body = get(fleet.url + path)
     assert status == 400, body
     assert message in body["error"], body
+
+
+BAD_BODIES = [   # issue 14: each of these was a 500
+    ('{"cmd": "wake", "id": "\\ud800"}', "the body holds a lone surrogate or a NUL at id"),
+    ('{"cmd": "wake", "id": "c-\\udc00"}', "the body holds a lone surrogate or a NUL at id"),
+    ('{"cmd": "wake", "args": {"\\ud800": 1}}', "the body holds a lone surrogate or a NUL at args"),
+    ('{"cmd": "wake", "args": ' + "[" * 1000 + "]" * 1000 + "}", "the body is not valid JSON"),
+    ('{"cmd": "set_rate", "args": {"hz": ' + "[" * 500 + "]" * 500 + "}}", "the body nests deeper than 8 levels"),
+    ('{"cmd": "wake", "id": "a/b?c"}', "id must be a string of 1..36 characters of"),
+    ('{"cmd": "wake", "id": "caf\\u00e9\\n"}', "id must be a string of 1..36 characters of"),
+    ('{"cmd": "set_rate", "args": {"hz": 1e400}}', "the body holds a number too large for a double at args.hz"),
+    ('{"cmd": "wake"} trailing', "the body is not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("body,message", BAD_BODIES, ids=[b[:60] for b, _ in BAD_BODIES])
+def test_web_api_bad_command_body_gets_400_with_a_precise_message(fleet, body, message):
+    status, r = request("POST", fleet.url + "/api/v1/devices/pump-01/commands", raw_body=body.encode(), token=TOKEN)
+    assert status == 400, r
+    assert message in r["error"], r
+
+
+def _raw_http(url, head, body=b"", read_timeout=10):
+    """(seconds until the answer, status, headers text, body bytes) of a hand-written request on one socket."""
+    import socket
+
+    u = urllib.parse.urlsplit(url)
+    t0 = time.monotonic()
+    with socket.create_connection((u.hostname, u.port), timeout=read_timeout) as s:
+        s.sendall(head + body)
+        data = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    took = time.monotonic() - t0
+    head_text, _, rest = data.partition(b"\r\n\r\n")
+    status = int(head_text.split(b" ", 2)[1])
+    return took, status, head_text.decode("latin-1"), rest
+
+
+def test_web_api_a_body_over_the_limit_is_refused_before_it_is_read(fleet):
+    from collector.web import MAX_BODY
+
+    # A 20 MB Content-Length and only the first kilobyte sent: the answer comes without the rest.
+    head = ("POST /api/v1/devices/pump-01/commands HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n" % (TOKEN, 20_000_000)).encode()
+    took, status, headers, body = _raw_http(fleet.url, head, b"[" * 1024)
+    assert status == 413, (headers, body)
+    assert "application/json" in headers.lower()
+    msg = json.loads(body)["error"]
+    assert "20000000 bytes" in msg and "at most %d" % MAX_BODY in msg, msg
+    assert took < 5
+    # chunked, no Content-Length: refused once the body passes the limit
+    head = ("POST /api/v1/devices/pump-01/commands HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Authorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n" % TOKEN).encode()
+    chunk = b"%x\r\n%s\r\n" % (MAX_BODY + 10, b"[" * (MAX_BODY + 10))
+    _, status, headers, body = _raw_http(fleet.url, head, chunk + b"0\r\n\r\n")
+    assert status == 413 and "longer than %d bytes" % MAX_BODY in json.loads(body)["error"], (headers, body)
+    # just over the limit, sent whole: 413 with the same message; the limit itself is accepted (and checked)
+    for size, expected in ((MAX_BODY + 1, 413), (MAX_BODY, 400)):
+        body = b'{"cmd": "wake", "id": "' + b"x" * (size - 25) + b'"}'
+        assert len(body) == size
+        status, r = request("POST", fleet.url + "/api/v1/devices/pump-01/commands", raw_body=body, token=TOKEN)
+        assert status == expected, (size, r)
+        assert ("at most %d bytes" % MAX_BODY if expected == 413 else "id must be") in r["error"], r
 
 
 def test_web_api_unknown_device_command_and_endpoint_are_404_json(fleet):
@@ -182,6 +246,14 @@ def test_web_api_unknown_device_command_and_endpoint_are_404_json(fleet):
         assert status == 404 and words in body["error"], (path, body)
     status, body = request("DELETE", fleet.url + "/api/v1/devices")
     assert status == 405 and "Method Not Allowed" in body["error"]
+
+
+def test_web_device_page_of_an_unknown_or_malformed_device_is_a_404_page(fleet):
+    assert get(fleet.url + "/devices/pump-01")[0] == 200
+    for dev, words in (("pump-99", "has not reported to this collector"), ("pump%00", "is not a valid device id"),
+                       ("%ED%A0%80", "is not a valid device id"), ("a" * 100_000, "is not a valid device id")):
+        status, page = get(fleet.url + "/devices/" + dev)
+        assert status == 404 and words in page, (dev[:40], status, page[:300])
 
 
 class FakeDeviceEnd:
@@ -222,6 +294,9 @@ def test_web_api_command_needs_the_token_is_published_and_its_result_is_stored(f
     assert status == 400 and "must be a JSON object" in r["error"]
     status, r = request("POST", fleet.url + "/api/v1/devices/pump-99/commands", body, token=TOKEN)
     assert status == 404
+    # a command id with characters that need quoting in a URL is refused (issue 14): the result URL holds it
+    status, r = request("POST", url, dict(body, id="a b"), token=TOKEN)
+    assert status == 400 and "id must be a string of 1..36 characters of" in r["error"], r
 
     end = FakeDeviceEnd(fleet.broker.url, "pump-01")
     try:

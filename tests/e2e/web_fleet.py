@@ -15,6 +15,9 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
+from fieldwatch.devservices.broker import Broker
 from fieldwatch.devservices.collector import CollectorProcess
 from fieldwatch.devservices.ports import free_port
 from fieldwatch.tools.loadgen import ConfirmingPublisher
@@ -34,6 +37,7 @@ class Fleet:
         self.publisher = None
         self.url = None            # http://127.0.0.1:PORT
         self.db = None
+        self.broker = None
         self.now_ms = None
         self.windows = {}          # dev -> [(seq, ts_ms, window dict)]
         self.readings = {}         # dev -> [(seq, ts_ms, name, value)]
@@ -50,6 +54,24 @@ class Fleet:
             self.publisher.stop()
         if self.collector is not None:
             self.collector.terminate()
+
+
+@pytest.fixture(scope="module")
+def fleet(pg_cluster):
+    """The fleet on its own broker and database, for one test module (import it there)."""
+    broker = Broker()
+    broker.start()
+    db = pg_cluster.create_database()
+    f = None
+    try:
+        f = start_fleet(broker, db)
+        f.broker = broker
+        yield f
+    finally:
+        if f is not None:
+            f.stop()
+        broker.cleanup()
+        pg_cluster.drop_database(db)
 
 
 def get(url, token=None, timeout=10):
