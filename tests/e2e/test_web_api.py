@@ -228,6 +228,9 @@ def test_web_api_a_body_over_the_limit_is_refused_before_it_is_read(fleet):
     chunk = b"%x\r\n%s\r\n" % (MAX_BODY + 10, b"[" * (MAX_BODY + 10))
     _, status, headers, body = _raw_http(fleet.url, head, chunk + b"0\r\n\r\n")
     assert status == 413 and "longer than %d bytes" % MAX_BODY in json.loads(body)["error"], (headers, body)
+    # a request line and headers over waitress's 256 KiB: 431, in the JSON error shape too
+    _, status, headers, body = _raw_http(fleet.url, b"GET /api/v1/devices?x=" + b"a" * 300_000 + b" HTTP/1.1\r\n\r\n")
+    assert status == 431 and "application/json" in headers.lower() and json.loads(body)["error"], (headers, body)
     # just over the limit, sent whole: 413 with the same message; the limit itself is accepted (and checked)
     for size, expected in ((MAX_BODY + 1, 413), (MAX_BODY, 400)):
         body = b'{"cmd": "wake", "id": "' + b"x" * (size - 25) + b'"}'
@@ -235,6 +238,24 @@ def test_web_api_a_body_over_the_limit_is_refused_before_it_is_read(fleet):
         status, r = request("POST", fleet.url + "/api/v1/devices/pump-01/commands", raw_body=body, token=TOKEN)
         assert status == expected, (size, r)
         assert ("at most %d bytes" % MAX_BODY if expected == 413 else "id must be") in r["error"], r
+
+
+def test_web_api_body_limit_holds_under_any_wsgi_server(fleet):
+    # Flask's MAX_CONTENT_LENGTH, for a server other than waitress (here Werkzeug's test client)
+    from collector.metrics import Metrics
+    from collector.queries import Queries
+    from collector.web import MAX_BODY, create_app
+
+    q = Queries(fleet.db)
+    try:
+        client = create_app(q, Metrics(), api_token="t").test_client()
+        r = client.post("/api/v1/devices/pump-01/commands", data=b"[" * (MAX_BODY + 1),
+                        headers={"Authorization": "Bearer t", "Content-Type": "application/json"})
+        assert r.status_code == 413, r.data
+        assert r.get_json()["error"] == "the request body is %d bytes; at most %d bytes are accepted" % (
+            MAX_BODY + 1, MAX_BODY)
+    finally:
+        q.close()
 
 
 def test_web_api_unknown_device_command_and_endpoint_are_404_json(fleet):
