@@ -27,6 +27,14 @@ URL_VALUES = [
     "%5B%5D", "%7B%7D", "true", "null", "%20", "%0D%0AX-Injected:%201", "..%2F..%2Fetc%2Fpasswd", "%25", "%3Cscript%3E",
 ]
 
+# Pairs of these go into from and to together: the edges of the accepted range, offsets that
+# cross them, the epoch, relative times, and a value of each other form.
+RANGE_VALUES = [
+    "1900-01-01T00:00:00Z", "1900-01-01T00:00:00%2B23:59", "1900-01-01T23:59:59-23:59", "9999-12-31T00:00:00Z",
+    "9999-12-30T00:00:00-23:00", "9999-12-30T23:00:00-23:59", "0", "1", "-0s", "-366d", "-367d", "999999999999999",
+    "0001-01-01T00:00:00Z",
+]
+
 # JSON texts for body fields: NUL, lone surrogates, huge numbers, deep nesting, long strings, wrong types.
 JSON_VALUES = [
     '"\\u0000"', '"a\\u0000b"', '"\\ud800"', '"\\udc00x"', '"\\ud800\\udc00"',
@@ -155,10 +163,15 @@ def test_web_every_endpoint_answers_hostile_values_without_a_500(fleet):
                         sweep.send(method, _path(rule, dict(SAMPLE_PATH, **{arg: v})), body, token)
                 # query parameters, one at a time, on a valid path
                 base = _path(rule, SAMPLE_PATH)
-                for name in _query_names(doc, rule, method):
+                names = _query_names(doc, rule, method)
+                for name in names:
                     for v in URL_VALUES:
                         sweep.send(method, base + "?" + name + "=" + v, body, token)
                     sweep.send(method, base + "?" + name, body, token)   # no value at all
+                if "from" in names and "to" in names and method == "GET":   # HEAD runs the same view
+                    for start in RANGE_VALUES:
+                        for end in RANGE_VALUES:
+                            sweep.send(method, base + "?from=%s&to=%s" % (start, end), body, token)
                 if method != "POST" or not rule.startswith("/api/v1/"):
                     continue
                 # body fields, one at a time, then whole hostile bodies and content types
@@ -177,7 +190,8 @@ def test_web_every_endpoint_answers_hostile_values_without_a_500(fleet):
     assert not sweep.bad, "%d of %d answers broke the rules, e.g.:\n%s" % (
         len(sweep.bad), sweep.sent, "\n".join(sweep.bad[:40]))
     assert sweep.sent > 2000
-    assert took < 45, "the sweep took %.0f s" % took
+    # ~8 s on an idle 2-core machine, ~20 s beside other test runs; the bound only catches a hang
+    assert took < 90, "the sweep of %d requests took %.0f s" % (sweep.sent, took)
 
 
 def test_web_write_endpoints_refuse_without_the_token_whatever_the_body(fleet):
