@@ -129,6 +129,11 @@ def test_collector_startup_logs_each_attempt_at_an_unreachable_broker(fresh_brok
         _wait("ready", lambda: _health(web, "/readyz")[0] == 200)
         _publish_reading(fresh_broker.url, "startup-02", 0)
         assert wait_rows(db, 1, timeout=30) == 1, c.output()[-3000:]
+        # Later reconnects (paho's) say why they fail, too.
+        fresh_broker.stop()
+        _wait("a failed reconnect logged", lambda: "broker 127.0.0.1:%d unreachable: " % fresh_broker.port in c.output())
+        line = [x for x in c.output().splitlines() if "unreachable: " in x][0]
+        assert "refused" in line.lower() and line.endswith("; retrying"), line
     finally:
         assert c.terminate() == 0
 

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from fieldwatch.devservices.postgres import PostgresCluster
-from tests.harness.systemd import Missing, Sandbox, say, under, wait_until
+from tests.harness.systemd import Missing, Sandbox, proc_status, say, under, wait_until
 
 UNIT = "collector.service"
 CONFIG = "/etc/fieldwatch/collector.toml"
@@ -94,6 +94,10 @@ def test_collector_systemd_ready_once_ingesting_with_database_and_broker_up(coll
     assert s["Type"] == "notify" and s["StatusText"].startswith("ingesting"), "%r\n%s" % (s, log)
     assert "ingesting from" in log and "Traceback" not in log, log
     assert ns.run("systemctl", "is-enabled", UNIT).strip() == "enabled"
+    st = proc_status(ns.host_pid(int(s["MainPID"])))
+    uid = int(st["Uid"].split()[0])
+    assert 61184 <= uid <= 65519, "runs as a dynamic user, not uid %d" % uid
+    assert int(st["CapEff"], 16) == 0 and int(st["CapBnd"], 16) == 0 and st["NoNewPrivs"] == "1", st
     # The watchdog: pings from the ingest loop keep it running past WatchdogSec, same process.
     time.sleep(1.5 * WATCHDOG_SEC)
     s2 = _state(ns)
