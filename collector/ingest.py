@@ -56,6 +56,7 @@ class Ingest:
         self._idle.set()
         self._handed = queue.SimpleQueue()  # batches for the writer; None tells it to finish
         self._gave_up = False            # the writer stopped with a batch uncommitted (database down at stop)
+        self.heartbeat = lambda: None    # called on every pass of the receiving loop (systemd's watchdog)
 
     def stop(self):
         """Ask the loop to flush what it has, acknowledge it and return."""
@@ -109,6 +110,7 @@ class Ingest:
             if stopping and not batch.messages:
                 return
             self._maintain()
+            self.heartbeat()
 
     def _add(self, batch, msg):
         code = batch.add(msg)

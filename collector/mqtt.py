@@ -131,6 +131,17 @@ class _Client(paho.Client):
     """
 
     on_publish_received = None
+    last_connect_error = None        # why the last (re)connect failed, for the log
+
+    def reconnect(self):
+        """paho's reconnect(), remembering why it failed (paho's on_connect_fail is told no reason)."""
+        try:
+            rc = super().reconnect()
+        except (OSError, ValueError) as e:
+            self.last_connect_error = str(e).strip() or type(e).__name__
+            raise
+        self.last_connect_error = None
+        return rc
 
     def _handle_publish(self):
         cb = self.on_publish_received
@@ -205,6 +216,7 @@ class MqttLink:
         self._session_expiry_s = session_expiry_s
         self._receive_maximum = receive_maximum
         self._keepalive_s = keepalive_s
+        self._opened = False        # connect() has opened the first connection
         c = _Client(callback_api_version=paho.CallbackAPIVersion.VERSION2, client_id=client_id,
                         protocol=paho.MQTTv5, manual_ack=True)
         if user:
@@ -216,6 +228,7 @@ class MqttLink:
         c.reconnect_delay_set(min_delay=1, max_delay=15)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message
         c.on_publish_received = self._on_publish_received
         self._client = c
@@ -247,14 +260,29 @@ class MqttLink:
     def _on_publish_received(self, topic, mid, qos, retain, payload):
         self.messages.put(Message(topic, payload, mid, qos, retain, int(time.time() * 1000), self._conn))
 
-    # -- used by the ingest loop --------------------------------------------------
-    def start(self):
-        """Connect in the background; reconnects by itself from then on."""
+    def _on_connect_fail(self, client, userdata):
+        # A reconnect after a disconnect failed (paho retries with its own backoff).
+        log.warning("broker %s:%d unreachable: %s; retrying", self.host, self.port,
+                    getattr(client, "last_connect_error", None) or "connection failed")
+
+    # -- used by start-up and the ingest loop ---------------------------------------
+    def _connect_properties(self):
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self._session_expiry_s
         props.ReceiveMaximum = self._receive_maximum
-        self._client.connect_async(self.host, self.port, keepalive=self._keepalive_s,
-                                   clean_start=False, properties=props)
+        return props
+
+    def connect(self):
+        """Open the connection once (TCP, TLS, CONNECT sent); raises OSError with the reason. start() follows."""
+        self._client.connect(self.host, self.port, keepalive=self._keepalive_s, clean_start=False,
+                             properties=self._connect_properties())
+        self._opened = True
+
+    def start(self):
+        """Run the network thread; connects in the background unless connect() did, and reconnects by itself."""
+        if not self._opened:
+            self._client.connect_async(self.host, self.port, keepalive=self._keepalive_s,
+                                       clean_start=False, properties=self._connect_properties())
         self._client.loop_start()
 
     def ack(self, msg):

@@ -29,8 +29,11 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
-def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_token=""):
-    """The Flask app; `queries` answers from the database, `metrics` from this process, `link` is the MQTT link."""
+def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_token="", starting=None):
+    """The Flask app; `queries` answers from the database, `metrics` from this process, `link` is the MQTT link.
+
+    starting: a function returning what the start-up still waits for (None once ingesting), for /readyz.
+    """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.register_blueprint(create_api(queries, metrics, link, api_token, read_token))
@@ -101,7 +104,7 @@ def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_
 
     @app.get("/readyz")
     def readyz():
-        """Ready: the database answers and the MQTT link is connected; 503 naming what is not."""
+        """Ready: started, the database answers and the MQTT link is connected; 503 naming what is not."""
         out = {}
         try:
             out["database"] = "ok" if queries.ping() else "not answering"
@@ -113,6 +116,10 @@ def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_
         else:
             out["broker"] = "ok" if link.connected.is_set() else "not connected"
         out["ready"] = out["database"] == "ok" and out["broker"] in ("ok", "not used")
+        waiting_for = starting() if starting is not None else None
+        if waiting_for:
+            out["waiting_for"] = waiting_for
+            out["ready"] = False
         return jsonify(out), 200 if out["ready"] else 503
 
     @app.get("/metrics")

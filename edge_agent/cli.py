@@ -8,7 +8,8 @@ import sys
 
 from fieldwatch import config as cfg
 from edge_agent import config as agent_config
-from edge_agent import logfmt, sdnotify, service
+from edge_agent import logfmt, service
+from fieldwatch import sdnotify
 
 EPILOG = """commands:
   run       (default) sample, compute features, buffer in the outbox and send until SIGTERM/Ctrl-C;

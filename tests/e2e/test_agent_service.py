@@ -21,7 +21,8 @@ import paho.mqtt.client as paho
 import pytest
 
 from edge_agent import config as agent_config
-from edge_agent import sdnotify, service
+from edge_agent import service
+from fieldwatch import sdnotify
 from edge_agent.outbox import read_records
 from fieldwatch.wire import topics
 

@@ -29,7 +29,8 @@ def test_migrate_without_timescaledb_records_partitioned_storage_and_skips_0002(
     assert "storage: partitioned (timescaledb is not installed on this PostgreSQL server)" in lines
     assert "migration 0002_timescale: skipped (storage is partitioned)" in lines
     with psycopg.connect(fresh_db, autocommit=True) as conn:
-        assert migrate.timescale_usable(conn) == (False, "timescaledb is not installed on this PostgreSQL server")
+        installed, available, preloaded, _conf = migrate.timescale_state(conn)
+        assert (installed, available, preloaded) == (False, False, False), "the real server has no TimescaleDB"
         assert conn.execute("SELECT version, name, status FROM schema_migrations ORDER BY 1").fetchall() == [
             (1, "0001_core", "applied"), (2, "0002_timescale", "skipped")]
         assert conn.execute("SELECT value FROM schema_settings WHERE key = 'storage'").fetchone() == ("partitioned",)
@@ -93,3 +94,39 @@ def test_migrate_creates_the_tables_and_columns_collector_schema_names(fresh_db)
                                             for t in table.types])), table
         for table in set(schema.TABLE_OF_KIND.values()) | set(schema.COUNTED) | {schema.DEVICE_BOOTS}:
             assert conn.execute("SELECT to_regclass(%s)", (table.name,)).fetchone()[0] is not None, table
+
+
+# ---- database.storage, and TimescaleDB installed but not preloaded (issue 14, part 4) ---------------
+
+def test_migrate_storage_setting_partitioned_and_timescaledb_on_a_server_without_it(fresh_db):
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        try:
+            migrate.storage_of(conn, print, "timescaledb")
+            raise AssertionError("database.storage = timescaledb accepted on a server without TimescaleDB")
+        except migrate.StorageError as e:
+            assert "TimescaleDB is not installed on this PostgreSQL server" in str(e)
+        assert conn.execute("SELECT count(*) FROM schema_settings").fetchone() == (0,), "nothing recorded"
+    lines = []
+    assert migrate.migrate(fresh_db, lines.append, storage="partitioned") == ["0001_core"]
+    assert "storage: partitioned (database.storage = partitioned)" in lines
+    assert migrate.migrate(fresh_db, lines.append, storage="auto") == []
+    try:
+        migrate.migrate(fresh_db, lines.append, storage="timescaledb")
+        raise AssertionError("a partitioned database accepted database.storage = timescaledb")
+    except migrate.StorageError as e:
+        assert "already stores its data as partitioned" in str(e)
+
+
+def test_migrate_recognises_the_real_fatal_of_a_timescaledb_library_postgresql_cannot_load(fresh_db):
+    """The error PostgreSQL really raises when TimescaleDB is not preloaded cannot be made here (no
+    TimescaleDB); what can: the real error of a library it cannot load is not taken for the preload
+    error, and the preload FATAL's text (TimescaleDB 2.28.3, src/extension_utils.c) is."""
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        try:
+            conn.execute("LOAD 'timescaledb'")
+            raise AssertionError("this server has a timescaledb library")
+        except psycopg.Error as e:
+            real = e
+    assert "timescaledb" in str(real) and not migrate.preload_missing(real)
+    fatal = psycopg.OperationalError('extension "timescaledb" must be preloaded')
+    assert migrate.preload_missing(fatal)

@@ -50,7 +50,7 @@ import tempfile
 import textwrap
 import time
 
-from edge_agent.service import closed_directory
+from fieldwatch.service import closed_directory
 from fieldwatch.devservices import Reaper, register, unregister
 from fieldwatch.devservices.broker import Broker, BrokerError
 from fieldwatch.devservices.checkout import REPO_ROOT
@@ -246,9 +246,9 @@ class Namespace:
             raise CheckFailed("%s failed (exit %d): %s" % (" ".join(cmd), r.returncode, r.stdout.strip()))
         return r.stdout
 
-    def show(self, *props):
-        """{property: value} of the agent's unit (`systemctl show -p`)."""
-        out = self.run("systemctl", "show", UNIT, "-p", ",".join(props))
+    def show(self, *props, unit=UNIT):
+        """{property: value} of the agent's unit, or of `unit` (`systemctl show -p`)."""
+        out = self.run("systemctl", "show", unit, "-p", ",".join(props))
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
     def journal(self, *args):

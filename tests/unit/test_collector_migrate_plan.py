@@ -33,3 +33,33 @@ def test_migrate_plan_skips_what_is_done_and_rejects_an_unknown_storage():
     assert [s[1] for s in migrate.plan(FILES, {1}, migrate.TIMESCALEDB)] == ["0002_timescale"]
     with pytest.raises(ValueError, match="unknown storage"):
         migrate.plan(FILES, set(), "citus")
+
+
+# ---- choose_storage(): database.storage against what the server has (issue 14, part 4) ------------
+
+def test_migrate_choose_storage_auto_keeps_partitioned_where_timescaledb_is_absent():
+    assert migrate.choose_storage("auto", False, False, False) == (
+        "partitioned", "timescaledb is not installed on this PostgreSQL server")
+    assert migrate.choose_storage("auto", False, True, True) == ("timescaledb", "extension available")
+    assert migrate.choose_storage("auto", True, True, None) == ("timescaledb", "extension installed")
+    assert migrate.choose_storage("partitioned", False, True, False) == (
+        "partitioned", "database.storage = partitioned")
+
+
+@pytest.mark.parametrize("wanted", ["auto", "timescaledb"])
+def test_migrate_choose_storage_installed_but_not_preloaded_says_what_to_add_to_postgresql_conf(wanted):
+    with pytest.raises(migrate.StorageError) as e:
+        migrate.choose_storage(wanted, False, True, False, "/etc/postgresql/15/main/postgresql.conf")
+    text = str(e.value)
+    assert "installed on this PostgreSQL server but not preloaded" in text
+    assert "shared_preload_libraries = 'timescaledb'" in text and "restart PostgreSQL" in text
+    assert "postgresql.conf (/etc/postgresql/15/main/postgresql.conf)" in text
+    assert 'database.storage = "partitioned"' in text, "the fallback is the operator's choice, and named"
+    assert "cannot reach" not in text
+
+
+def test_migrate_choose_storage_refuses_what_the_server_cannot_give():
+    with pytest.raises(migrate.StorageError, match="not installed on this PostgreSQL server"):
+        migrate.choose_storage("timescaledb", False, False, False)
+    with pytest.raises(migrate.StorageError, match="use one of auto, timescaledb, partitioned"):
+        migrate.choose_storage("hypertable", False, False, False)

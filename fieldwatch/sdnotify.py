@@ -17,8 +17,8 @@ process the watchdog is not ours). We ping at half the interval, as sd_watchdog_
 advises.
 
 Without $NOTIFY_SOCKET (run by hand, in tests, under another supervisor) every
-call is a cheap no-op. Nothing here ever raises into the agent: a notification
-that cannot be delivered is logged once and dropped.
+call is a cheap no-op. Nothing here ever raises into the service (the edge agent,
+the collector): a notification that cannot be delivered is logged once and dropped.
 """
 
 import logging
@@ -26,7 +26,7 @@ import os
 import socket
 import time
 
-log = logging.getLogger("edge_agent.sdnotify")
+log = logging.getLogger("fieldwatch.sdnotify")
 
 
 def socket_address(value):
