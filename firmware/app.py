@@ -8,6 +8,8 @@
 #   read the GPS UART (rxbuf 512 B covers 0.5 s at 9600 baud) -> fixes, GPS time
 #   Wi-Fi / MQTT (re)connect when their backoff allows; NTP when the clock is unset
 #   send a few outbox records (QoS 1), handle incoming acks and commands
+#   republish the retained status every status_every_s (and at once after a change of
+#   state), so the collector sees the buffer, the next seq and the heap as they are now
 # Budget: at 800 Hz the FIFO (32 entries) fills in 40 ms; sending is capped at
 # _SEND_PER_STEP records per step so a backlog never starves sampling.
 #
@@ -22,7 +24,6 @@ from micropython import const
 
 import keys
 from clock import Clock
-import safemode
 from adxl345 import ADXL345, SCALE_G, ADXL345Error
 from features import Features
 from uplink import Link
@@ -89,6 +90,8 @@ class App:
         self.last_ntp = None
         self.windows = 0
         self.windows_discarded = 0
+        # the next periodic status (the birth at each connect is one too)
+        self.status_at = time.ticks_add(self.started, cfg["status_every_s"] * 1000)
 
     def _alloc_window(self, rate_hz):
         # one window of raw entries, allocated when the rate changes (never per sample)
@@ -110,15 +113,17 @@ class App:
         self.outbox.append(kind, self.boot, seq, n, encode(seq, t0, tq), tail)
 
     def status(self, state):
-        """Encoded status message (birth, will, health)."""
+        """Encoded status message (birth, will, the periodic one): buffer, next key, health."""
         tq, t0 = self.clock.now()
         ob = self.outbox
-        health = {"overruns": self.adxl.overruns, "windows": self.windows,
+        # health names as the Pi agent's where they mean the same (edge_agent/status.py)
+        health = {"fifo_overruns": self.adxl.overruns, "windows": self.windows,
                   "windows_discarded": self.windows_discarded,
                   "nmea_bad": self.gps.bad_checksum, "torn": ob.torn,
                   "reconnects": self.link.connects, "mem_free": gc.mem_free()}
         return device.encode_status(self.dev, self.keys.boot, self.keys.seq, t0, tq, state, FW_VERSION,
-                                    HW, self.reset, ob.depth(), 0, ob.drops, health)
+                                    HW, self.reset, ob.depth(), ob.oldest_age_ms() // 100 / 10, ob.drops,
+                                    health)
 
     # ---- sampling ----------------------------------------------------------------------
     def sample(self):
@@ -244,6 +249,11 @@ class App:
             kind, boot, seq, n, payload = rec
             if not link.publish(kind, payload):
                 return
+        if time.ticks_diff(time.ticks_ms(), self.status_at) >= 0:
+            # the retained status, refreshed (the birth at a connect may come just before)
+            self.status_at = time.ticks_add(time.ticks_ms(), self.cfg["status_every_s"] * 1000)
+            if not link.publish("status", self.status("online"), True):
+                return
         link.poll()
         while link.inbox:
             m = link.inbox.pop(0)
@@ -304,8 +314,14 @@ class App:
         self.read_gps()
         self.network()
         if not self.healthy and time.ticks_diff(time.ticks_ms(), self.started) > _HEALTHY_AFTER_MS:
-            self.healthy = True
-            safemode.healthy()
+            # the crash-loop guard is needed once: imported for it, then dropped (~1 KB)
+            try:
+                import safemode
+                safemode.healthy()
+                self.healthy = True
+            except MemoryError:
+                pass  # tried again at the next step
+            sys.modules.pop("safemode", None)
         # Collect every step (36 us for a 100 KB heap on the Unix port): the allocator
         # then refills the lowest holes first and the free space stays in one piece
         # at the top of the heap, where a waveform block (~1.6 KB of transient copies)
