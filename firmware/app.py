@@ -39,6 +39,7 @@ _FIX_BATCH = const(5)           # fixes per fix record (one a second from most r
                                 # ~450 B of JSON, a size a fragmented 100 KB heap still finds
 _HEALTHY_AFTER_MS = const(60000)
 _NTP_EVERY_MS = const(21600000)  # 6 h
+_REMEMBERED = const(8)          # command ids answered: a repeat is neither run nor answered again
 
 _RESET_NAMES = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deep_sleep", 5: "soft"}
 
@@ -55,6 +56,7 @@ class App:
         self.cfg = cfg
         # the big buffers first, while the free heap is still in one piece (after the
         # imports it is full of small holes that a 1 KB buffer may no longer fit)
+        self.window = None
         self._alloc_window(cfg["rate_hz"])
         self.features = Features()
         self.dev = cfg["device_id"]
@@ -84,7 +86,9 @@ class App:
         self.wdt = machine.WDT(timeout=cfg["wdt_ms"])
         self.started = time.ticks_ms()
         self.healthy = False
-        self.sleep_until = None
+        self.sleeping = False
+        self.sleep_until = None         # ticks_ms to wake at; None while asleep: until `wake`
+        self.answered = []              # the last _REMEMBERED command ids
         self.capture_n = 0
         self.last_wave = time.ticks_ms()
         self.last_ntp = None
@@ -94,15 +98,25 @@ class App:
         self.status_at = time.ticks_add(self.started, cfg["status_every_s"] * 1000)
 
     def _alloc_window(self, rate_hz):
-        # one window of raw entries, allocated when the rate changes (never per sample)
+        # One window of raw entries, allocated when the rate needs a bigger one (never
+        # per sample; a smaller window reuses the buffer). When the heap has no room for
+        # it, the old size is allocated again (its hole was just freed) and MemoryError
+        # raised: the window stays as it was, never None.
         n = int(rate_hz * self.cfg["window_s"])
         n = max(16, min(n, 1024))  # <= 6 KB of heap
-        self.window_n = n
-        self.window = None
-        gc.collect()
-        self.window = bytearray(6 * n)
         self.filled = 0
         self.window_t0 = None
+        w = self.window
+        if w is None or len(w) < 6 * n:
+            size = 6 * n if w is None else len(w)
+            self.window = w = None
+            gc.collect()
+            try:
+                self.window = bytearray(6 * n)
+            except MemoryError:
+                self.window = bytearray(size)
+                raise
+        self.window_n = n
 
     # ---- records -----------------------------------------------------------------------
     def _store(self, kind, n, encode, tail=None):
@@ -114,6 +128,8 @@ class App:
 
     def status(self, state):
         """Encoded status message (birth, will, the periodic one): buffer, next key, health."""
+        if state == "online" and self.sleeping:
+            state = "sleeping"
         tq, t0 = self.clock.now()
         ob = self.outbox
         # health names as the Pi agent's where they mean the same (edge_agent/status.py)
@@ -133,7 +149,7 @@ class App:
         The work at the end of a window is a method of its own because its lambdas close
         over locals, and a function with closures allocates their cells on every call.
         """
-        if self.sleep_until is not None:
+        if self.sleeping:
             return
         if self.filled == 0:
             self.window_t0 = self.clock.now()
@@ -263,46 +279,47 @@ class App:
                 self.command(m)
 
     def command(self, m):
-        """Run one command; its result is a record of its own (kind 'result')."""
+        """Answer one command from the inbox with exactly one result record (kind 'result').
+
+        The code that checks and runs commands (commands.py) is loaded for each one and
+        dropped again: commands are rare, and its ~2 KB are better left to the heap.
+        Any exception, MemoryError too (loading it or running the command), becomes ok
+        false with its text, and the board runs on. An id already answered is neither
+        run nor answered again; a payload without a readable id and command name
+        cannot be answered (uplink.Link has printed why).
+        """
+        cid = m["id"]
         name = m["cmd"]
-        args = m["args"]
-        ok = True
-        detail = None
-        error = None
+        error = detail = None
         try:
-            if name == "set_rate":
-                self.adxl.configure(args["hz"], self.adxl.range_g)
-                self._alloc_window(args["hz"])
-            elif name == "set_range":
-                self.adxl.configure(self.adxl.rate_hz, args["g"])
-            elif name == "sleep":
-                self.adxl.standby()
-                self.sleep_until = time.ticks_add(time.ticks_ms(), 1000 * args.get("s", 3600))
-            elif name == "wake":
-                self._wake()
-            elif name == "capture":
-                self.capture_n = args.get("n", self.cfg["wave_samples"])
-                detail = {"n": min(self.capture_n, self.window_n)}
-            elif name == "flush":
-                if self.fixes:
-                    self._store_fixes()
-                self.outbox.rewind()
-                detail = {"depth": self.outbox.depth()}
-            elif name == "reboot":
-                pass  # after the result is stored
+            import commands
+            cid, name, error = commands.check(m)   # whom to answer; why it must not run
+            if error is None and cid not in self.answered:
+                detail = commands.run(self, name, m["args"])
         except Exception as e:
-            ok = False
             error = "%s: %s" % (type(e).__name__, e)
-        self._store("result", 1, lambda seq, t0, tq: device.encode_result(
-            self.dev, self.boot, seq, t0, tq, m["id"], name, ok, detail, error))
+        sys.modules.pop("commands", None)
+        if cid is None or cid in self.answered:
+            return
+        self.answered.append(cid)
+        if len(self.answered) > _REMEMBERED:
+            self.answered.pop(0)
+        ok = error is None
+        try:
+            self._store("result", 1, lambda seq, t0, tq: device.encode_result(
+                self.dev, self.boot, seq, t0, tq, cid, name, ok, detail, error))
+        except MemoryError:
+            return  # no heap even for its result: unanswered, but the board runs on
         if name == "reboot" and ok:
             self.network()  # try to get the result out first
             machine.reset()
 
     def _wake(self):
+        self.sleeping = False
         self.sleep_until = None
         self.adxl.wake()
         self.filled = 0
+        self.status_at = time.ticks_ms()  # the status says online now
 
     # ---- loop --------------------------------------------------------------------------
     def step(self):
