@@ -13,6 +13,8 @@
 # with gc.mem_alloc() under the MicroPython Unix port), so sampling never triggers
 # a garbage collection that could make us miss the FIFO.
 
+from fieldwatch.wire.contract import ADXL_RANGES_G as RANGES_G, ADXL_RATES_HZ as RATES_HZ
+
 try:
     from micropython import const
 except ImportError:
@@ -41,8 +43,8 @@ _ENTRY = const(6)           # bytes per FIFO entry
 
 _ADDRESS = const(0x53)      # SDO/ALT ADDRESS low; 0x1D with SDO high
 SCALE_G = 1.0 / 256         # g per count (FULL_RES: 256 LSB/g, 3.9 mg/LSB at every range)
-RATES_HZ = (6.25, 12.5, 25, 50, 100, 200, 400, 800, 1600, 3200)  # codes 6..15
-RANGES_G = (2, 4, 8, 16)    # codes 0..3
+# RATES_HZ (codes 6..15 in that order) and RANGES_G (codes 0..3) come from the wire
+# contract, imported above: one copy in the heap, not two (the firmware loads it anyway).
 
 
 class ADXL345Error(Exception):

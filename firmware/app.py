@@ -8,6 +8,8 @@
 #   read the GPS UART (rxbuf 512 B covers 0.5 s at 9600 baud) -> fixes, GPS time
 #   Wi-Fi / MQTT (re)connect when their backoff allows; NTP when the clock is unset
 #   send a few outbox records (QoS 1), handle incoming acks and commands
+#   republish the retained status every status_every_s (and at once after a change of
+#   state), so the collector sees the buffer, the next seq and the heap as they are now
 # Budget: at 800 Hz the FIFO (32 entries) fills in 40 ms; sending is capped at
 # _SEND_PER_STEP records per step so a backlog never starves sampling.
 #
@@ -22,7 +24,6 @@ from micropython import const
 
 import keys
 from clock import Clock
-import safemode
 from adxl345 import ADXL345, SCALE_G, ADXL345Error
 from features import Features
 from uplink import Link
@@ -38,6 +39,7 @@ _FIX_BATCH = const(5)           # fixes per fix record (one a second from most r
                                 # ~450 B of JSON, a size a fragmented 100 KB heap still finds
 _HEALTHY_AFTER_MS = const(60000)
 _NTP_EVERY_MS = const(21600000)  # 6 h
+_REMEMBERED = const(8)          # command ids answered: a repeat is neither run nor answered again
 
 _RESET_NAMES = {1: "power_on", 2: "hard", 3: "watchdog", 4: "deep_sleep", 5: "soft"}
 
@@ -54,6 +56,7 @@ class App:
         self.cfg = cfg
         # the big buffers first, while the free heap is still in one piece (after the
         # imports it is full of small holes that a 1 KB buffer may no longer fit)
+        self.window = None
         self._alloc_window(cfg["rate_hz"])
         self.features = Features()
         self.dev = cfg["device_id"]
@@ -83,23 +86,37 @@ class App:
         self.wdt = machine.WDT(timeout=cfg["wdt_ms"])
         self.started = time.ticks_ms()
         self.healthy = False
-        self.sleep_until = None
+        self.sleeping = False
+        self.sleep_until = None         # ticks_ms to wake at; None while asleep: until `wake`
+        self.answered = []              # the last _REMEMBERED command ids
         self.capture_n = 0
         self.last_wave = time.ticks_ms()
         self.last_ntp = None
         self.windows = 0
         self.windows_discarded = 0
+        # the next periodic status (the birth at each connect is one too)
+        self.status_at = time.ticks_add(self.started, cfg["status_every_s"] * 1000)
 
     def _alloc_window(self, rate_hz):
-        # one window of raw entries, allocated when the rate changes (never per sample)
+        # One window of raw entries, allocated when the rate needs a bigger one (never
+        # per sample; a smaller window reuses the buffer). When the heap has no room for
+        # it, the old size is allocated again (its hole was just freed) and MemoryError
+        # raised: the window stays as it was, never None.
         n = int(rate_hz * self.cfg["window_s"])
         n = max(16, min(n, 1024))  # <= 6 KB of heap
-        self.window_n = n
-        self.window = None
-        gc.collect()
-        self.window = bytearray(6 * n)
         self.filled = 0
         self.window_t0 = None
+        w = self.window
+        if w is None or len(w) < 6 * n:
+            size = 6 * n if w is None else len(w)
+            self.window = w = None
+            gc.collect()
+            try:
+                self.window = bytearray(6 * n)
+            except MemoryError:
+                self.window = bytearray(size)
+                raise
+        self.window_n = n
 
     # ---- records -----------------------------------------------------------------------
     def _store(self, kind, n, encode, tail=None):
@@ -110,15 +127,19 @@ class App:
         self.outbox.append(kind, self.boot, seq, n, encode(seq, t0, tq), tail)
 
     def status(self, state):
-        """Encoded status message (birth, will, health)."""
+        """Encoded status message (birth, will, the periodic one): buffer, next key, health."""
+        if state == "online" and self.sleeping:
+            state = "sleeping"
         tq, t0 = self.clock.now()
         ob = self.outbox
-        health = {"overruns": self.adxl.overruns, "windows": self.windows,
+        # health names as the Pi agent's where they mean the same (edge_agent/status.py)
+        health = {"fifo_overruns": self.adxl.overruns, "windows": self.windows,
                   "windows_discarded": self.windows_discarded,
                   "nmea_bad": self.gps.bad_checksum, "torn": ob.torn,
                   "reconnects": self.link.connects, "mem_free": gc.mem_free()}
         return device.encode_status(self.dev, self.keys.boot, self.keys.seq, t0, tq, state, FW_VERSION,
-                                    HW, self.reset, ob.depth(), 0, ob.drops, health)
+                                    HW, self.reset, ob.depth(), ob.oldest_age_ms() // 100 / 10, ob.drops,
+                                    health)
 
     # ---- sampling ----------------------------------------------------------------------
     def sample(self):
@@ -128,7 +149,7 @@ class App:
         The work at the end of a window is a method of its own because its lambdas close
         over locals, and a function with closures allocates their cells on every call.
         """
-        if self.sleep_until is not None:
+        if self.sleeping:
             return
         if self.filled == 0:
             self.window_t0 = self.clock.now()
@@ -244,6 +265,11 @@ class App:
             kind, boot, seq, n, payload = rec
             if not link.publish(kind, payload):
                 return
+        if time.ticks_diff(time.ticks_ms(), self.status_at) >= 0:
+            # the retained status, refreshed (the birth at a connect may come just before)
+            self.status_at = time.ticks_add(time.ticks_ms(), self.cfg["status_every_s"] * 1000)
+            if not link.publish("status", self.status("online"), True):
+                return
         link.poll()
         while link.inbox:
             m = link.inbox.pop(0)
@@ -253,46 +279,47 @@ class App:
                 self.command(m)
 
     def command(self, m):
-        """Run one command; its result is a record of its own (kind 'result')."""
+        """Answer one command from the inbox with exactly one result record (kind 'result').
+
+        The code that checks and runs commands (commands.py) is loaded for each one and
+        dropped again: commands are rare, and its ~2 KB are better left to the heap.
+        Any exception, MemoryError too (loading it or running the command), becomes ok
+        false with its text, and the board runs on. An id already answered is neither
+        run nor answered again; a payload without a readable id and command name
+        cannot be answered (uplink.Link has printed why).
+        """
+        cid = m["id"]
         name = m["cmd"]
-        args = m["args"]
-        ok = True
-        detail = None
-        error = None
+        error = detail = None
         try:
-            if name == "set_rate":
-                self.adxl.configure(args["hz"], self.adxl.range_g)
-                self._alloc_window(args["hz"])
-            elif name == "set_range":
-                self.adxl.configure(self.adxl.rate_hz, args["g"])
-            elif name == "sleep":
-                self.adxl.standby()
-                self.sleep_until = time.ticks_add(time.ticks_ms(), 1000 * args.get("s", 3600))
-            elif name == "wake":
-                self._wake()
-            elif name == "capture":
-                self.capture_n = args.get("n", self.cfg["wave_samples"])
-                detail = {"n": min(self.capture_n, self.window_n)}
-            elif name == "flush":
-                if self.fixes:
-                    self._store_fixes()
-                self.outbox.rewind()
-                detail = {"depth": self.outbox.depth()}
-            elif name == "reboot":
-                pass  # after the result is stored
+            import commands
+            cid, name, error = commands.check(m)   # whom to answer; why it must not run
+            if error is None and cid not in self.answered:
+                detail = commands.run(self, name, m["args"])
         except Exception as e:
-            ok = False
             error = "%s: %s" % (type(e).__name__, e)
-        self._store("result", 1, lambda seq, t0, tq: device.encode_result(
-            self.dev, self.boot, seq, t0, tq, m["id"], name, ok, detail, error))
+        sys.modules.pop("commands", None)
+        if cid is None or cid in self.answered:
+            return
+        self.answered.append(cid)
+        if len(self.answered) > _REMEMBERED:
+            self.answered.pop(0)
+        ok = error is None
+        try:
+            self._store("result", 1, lambda seq, t0, tq: device.encode_result(
+                self.dev, self.boot, seq, t0, tq, cid, name, ok, detail, error))
+        except MemoryError:
+            return  # no heap even for its result: unanswered, but the board runs on
         if name == "reboot" and ok:
             self.network()  # try to get the result out first
             machine.reset()
 
     def _wake(self):
+        self.sleeping = False
         self.sleep_until = None
         self.adxl.wake()
         self.filled = 0
+        self.status_at = time.ticks_ms()  # the status says online now
 
     # ---- loop --------------------------------------------------------------------------
     def step(self):
@@ -304,8 +331,14 @@ class App:
         self.read_gps()
         self.network()
         if not self.healthy and time.ticks_diff(time.ticks_ms(), self.started) > _HEALTHY_AFTER_MS:
-            self.healthy = True
-            safemode.healthy()
+            # the crash-loop guard is needed once: imported for it, then dropped (~1 KB)
+            try:
+                import safemode
+                safemode.healthy()
+                self.healthy = True
+            except MemoryError:
+                pass  # tried again at the next step
+            sys.modules.pop("safemode", None)
         # Collect every step (36 us for a 100 KB heap on the Unix port): the allocator
         # then refills the lowest holes first and the free space stays in one piece
         # at the top of the heap, where a waveform block (~1.6 KB of transient copies)

@@ -3,3 +3,4 @@
 import safemode
 
 safemode.boot()
+del safemode   # main.py drops the module itself once it has checked for safe mode

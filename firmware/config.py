@@ -81,6 +81,7 @@ SCHEMA = (
     ("gps_baud", 9600, _one_of((4800, 9600, 19200, 38400, 57600, 115200))),
     ("outbox_kb", 256, _int(16, 2048)),
     ("wdt_ms", 30000, _int(5000, 120000)),
+    ("status_every_s", 30, _int(1, 86400)),      # retained status republished, s (the Pi's status.interval_s)
 )
 
 

@@ -6,6 +6,11 @@ if safemode.active():
     print("SAFE MODE: %d boots in a row crashed; app not started." % (safemode._read(safemode.PATH) - 1))
     print("Fix the cause, then: mpremote exec \"import safemode; safemode.clear()\" reset")
 else:
+    # The guard's module is not needed again until the run is healthy (app.py imports
+    # it for that moment): out of the heap with it (~1 KB).
+    import sys
+    del safemode
+    del sys.modules["safemode"]
     # Hold room for the sample window (6 bytes x rate_hz x window_s, at most 1024
     # entries) while the heap is still empty: importing the application leaves it in
     # small holes where a 4.8 KB window (800 Hz) no longer fits. App frees it just

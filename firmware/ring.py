@@ -27,7 +27,13 @@
 # oldest segment is dropped: its records are counted in `drops` and reported in the
 # status message.
 #
-# Memory: per segment a 3-item list; per record in flight an 8-item list (at most
+# Age: each segment keeps the ticks_ms of its first and last append (this boot; a
+# segment from an earlier boot counts from this boot's start, a lower bound). The age
+# of the oldest unconfirmed record (status.buf.oldest_s) is estimated from its place
+# between the two: records are appended at a steady pace, and a segment holds a few
+# tens of them. No time per record is kept in RAM or on flash.
+#
+# Memory: per segment a 5-item list; per record in flight an 8-item list (at most
 # `window`); payloads are read from flash when sent. Record heads and CRCs go
 # through two buffers allocated once, and a record is written as head, payload and
 # CRC (three writes, one flush) rather than concatenated first: on a 100 KB heap a
@@ -123,7 +129,7 @@ class Ring:
             os.mkdir(directory)
         except OSError:
             pass
-        # segments: [number, records, bytes], oldest first
+        # segments: [number, records, bytes, first append ms, last append ms], oldest first
         self._segs = []
         self._inflight = []  # [seg, offset, boot, seq, n, sent_ms, confirmed, end offset]
         self._recover()
@@ -133,11 +139,12 @@ class Ring:
         self._cur_seg = 0
         self._cur_off = 0
         no = self._segs[-1][0] + 1 if self._segs else 1
-        self._segs.append([no, 0, 0])
+        self._segs.append([no, 0, 0, 0, 0])
         self._f = open(_seg_name(directory, no), "ab")
 
     # ---- recovery ------------------------------------------------------------------
     def _recover(self):
+        now = time.ticks_ms()   # written before this boot: at least this old
         names = sorted(x for x in os.listdir(self.dir) if x.endswith(".seg"))
         for name in names:
             no = int(name[:-4])
@@ -147,7 +154,7 @@ class Ring:
             if recs == 0:
                 os.remove(_seg_name(self.dir, no))
                 continue
-            self._segs.append([no, recs, good])
+            self._segs.append([no, recs, good, now, now])
 
     def _scan(self, path):
         # Count the valid records of a segment file: (records, valid bytes, torn?)
@@ -231,6 +238,10 @@ class Ring:
             f.write(tail)
         f.write(self._cbuf)
         f.flush()
+        t = time.ticks_ms()
+        if not last[1]:
+            last[3] = t
+        last[4] = t
         last[1] += 1
         last[2] += size
         self.appended += 1
@@ -238,7 +249,7 @@ class Ring:
     def _new_segment(self):
         self._f.close()
         no = self._segs[-1][0] + 1
-        self._segs.append([no, 0, 0])
+        self._segs.append([no, 0, 0, 0, 0])
         self._f = open(_seg_name(self.dir, no), "ab")
         while len(self._segs) > self.max_segments:
             self._drop_oldest()
@@ -347,6 +358,24 @@ class Ring:
         for s in self._segs:
             n += s[1]
         return n - self._head_recs
+
+    def oldest_age_ms(self, now_ms=None):
+        """Age in ms of the oldest record stored and not yet confirmed (0 when none); an estimate.
+
+        Its append time is put between its segment's first and last append by its place
+        in the segment (see "Age" above); for a segment from an earlier boot, the boot.
+        """
+        if now_ms is None:
+            now_ms = time.ticks_ms()
+        k = self._head_recs
+        for s in self._segs:
+            if k < s[1]:
+                t = s[3]
+                if s[1] > 1:
+                    t = time.ticks_add(t, time.ticks_diff(s[4], s[3]) // (s[1] - 1) * k)
+                return max(0, time.ticks_diff(now_ms, t))
+            k = 0
+        return 0
 
     def inflight(self):
         """Records sent and awaiting confirmation."""

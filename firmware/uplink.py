@@ -24,6 +24,12 @@
 #
 # Incoming messages are decoded with fieldwatch.wire.device and queued in `inbox`; they are
 # never acted on inside umqtt's callback (which may run in the middle of publish()).
+# A cmd that fails validation is queued too, with `id` None, its raw `payload` and the
+# error (`bad`), and a retained one is marked `retained` (the broker hands it out again
+# at every subscription): commands.py answers both without running them (docs/wire.md,
+# "cmd"). umqtt's callback
+# gets no RETAIN flag, so _Sock keeps the first byte of the packet being read: umqtt's
+# wait_msg() reads it with read(1) and calls setblocking(True) next, in every version.
 
 import socket as _socket
 import time
@@ -52,6 +58,8 @@ class _Sock:
         self._timeout = timeout_s
         self._out = bytearray(_GATHER)
         self._n = 0
+        self._last = None   # what the last read(1) returned
+        self.head = None    # the fixed header byte of the packet umqtt is reading
         sock.settimeout(timeout_s)
         try:
             sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
@@ -101,11 +109,15 @@ class _Sock:
 
     def read(self, n):
         self.flush()
-        return self._s.read(n)
+        b = self._s.read(n)
+        if n == 1:
+            self._last = b
+        return b
 
     def setblocking(self, flag):
         self.flush()
         if flag:
+            self.head = self._last  # wait_msg(): read(1), then setblocking(True)
             self._s.settimeout(self._timeout)
         else:
             self._s.setblocking(False)
@@ -289,14 +301,21 @@ class Link:
     def _on_message(self, topic, msg):
         # Called by umqtt, possibly inside publish(): decode and queue only.
         self.inbox_grew = True
+        head = self.client.sock.head   # messages only arrive while self.client is set
+        t = topic.decode() if isinstance(topic, (bytes, bytearray)) else topic
+        cmd = t == self.cmd_topic
         try:
-            t = topic.decode() if isinstance(topic, (bytes, bytearray)) else topic
             m = device.decode_downlink(t, msg)
         except Exception as e:
             self.bad_messages += 1
             print("mqtt: bad message on %s: %r" % (topic, e))
-            return
+            if not cmd:
+                return
+            m = {"kind": "cmd", "id": None, "cmd": None, "payload": msg, "bad": e}
+        if cmd and head and head[0] & 1:
+            m["retained"] = True
         if len(self.inbox) >= _INBOX_MAX:
             self.inbox.pop(0)
             self.bad_messages += 1
         self.inbox.append(m)
+

@@ -1,6 +1,6 @@
 """Flash the Fieldwatch firmware to an ESP32 running MicroPython (v1.22 or later).
 
-    python -m fieldwatch.tools.flash --port /dev/ttyUSB0 [--config FILE] [--dry-run] [--offline] [--all]
+    python -m fieldwatch.tools.flash --port /dev/ttyUSB0 [--config FILE] [--dry-run] [--fetch] [--all]
 
 Steps, with progress on the console:
   1. compile firmware/*.py and the device part of the wire contract (fieldwatch/wire/ DEVICE_WIRE)
@@ -8,12 +8,15 @@ Steps, with progress on the console:
      name; firmware/fakes/ is never flashed);
   2. copy what changed since the last flash of this port (hashes in build/flash/<port>.json;
      --all copies everything) plus the config as :config.json, with `mpremote fs cp`;
-  3. install umqtt.simple: `mpremote mip install umqtt.simple` when micropython.org is
-     reachable, else copy umqtt/simple.py from the PyPI package micropython-umqtt.simple
-     (fetched by tools/umqtt_fetch.py into .cache/umqtt/) to :lib/umqtt/;
+  3. install umqtt.simple: copy umqtt/simple.py from the PyPI package micropython-umqtt.simple
+     (in the local cache .cache/umqtt/, which tools/umqtt_fetch.py fills with pip the first
+     time) to :lib/umqtt/; with --fetch instead `mpremote mip install umqtt.simple`, which
+     has the board's host fetch it from micropython.org;
   4. reset the board.
---dry-run prints the mpremote commands instead of running them (no board needed).
-The config is checked with the firmware's own validator (under MicroPython) first.
+Nothing here connects to an outside host unless asked: --fetch is the only online step
+(a dry run never fetches, not even into the cache). --dry-run prints the mpremote commands
+instead of running them (no board needed). The config is checked with the firmware's own
+validator (under MicroPython) first; a --port path that does not exist is "no such port".
 """
 
 import argparse
@@ -22,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -83,21 +85,29 @@ def check_config(path):
         sys.exit("config %s has problems (above); not flashing" % path)
 
 
-def online(host="micropython.org", port=443, timeout=2.0):
-    """True when micropython.org answers (then mip installs umqtt.simple)."""
-    try:
-        socket.create_connection((host, port), timeout).close()
-        return True
-    except OSError:
-        return False
+def umqtt_file(dry_run):
+    """Local path of umqtt/simple.py to copy; a dry run only names where it will be (no fetch)."""
+    from fieldwatch.tools.umqtt_fetch import CACHE, umqtt_path
+    if dry_run:
+        return os.path.join(str(CACHE), "umqtt", "simple.py")
+    return os.path.join(umqtt_path(), "umqtt", "simple.py")
+
+
+def port_problem(port):
+    """Why `port` cannot be a board right now (a device path that does not exist), or None."""
+    if "/" in port and not os.path.exists(port):
+        found = sorted(str(p) for pat in ("ttyUSB*", "ttyACM*") for p in Path("/dev").glob(pat))
+        return "no such port: %s (is the board plugged in? serial ports here: %s)" % (
+            port, ", ".join(found) or "none")
+    return None
 
 
 def sha(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def plan(port, built, config, use_mip, manifest, copy_all):
-    """The mpremote commands, in order, and the new manifest."""
+def plan(port, built, config, use_mip, manifest, copy_all, umqtt_simple=None):
+    """The mpremote commands, in order, and the new manifest (umqtt_simple: the local file to copy)."""
     mp = [tool("mpremote"), "connect", port]
     cmds = []
     dirs = sorted({os.path.dirname(dst) for _, dst in built if "/" in dst})
@@ -112,11 +122,9 @@ def plan(port, built, config, use_mip, manifest, copy_all):
     if use_mip:
         cmds.append(mp + ["mip", "install", "umqtt.simple"])
     else:
-        from fieldwatch.tools.umqtt_fetch import umqtt_path
-        simple = os.path.join(umqtt_path(), "umqtt", "simple.py")
         cmds.append(mp + ["fs", "mkdir", ":lib"])
         cmds.append(mp + ["fs", "mkdir", ":lib/umqtt"])
-        cmds.append(mp + ["fs", "cp", simple, ":lib/umqtt/simple.py"])
+        cmds.append(mp + ["fs", "cp", umqtt_simple or umqtt_file(False), ":lib/umqtt/simple.py"])
     cmds.append(mp + ["reset"])
     return cmds, new
 
@@ -129,18 +137,29 @@ def main(argv=None):
     ap.add_argument("--config", help="JSON config to install as :config.json "
                                      "(see firmware/config.example.json)")
     ap.add_argument("--dry-run", action="store_true", help="print the mpremote commands only")
-    ap.add_argument("--offline", action="store_true", help="install umqtt.simple from the PyPI copy")
+    ap.add_argument("--fetch", action="store_true",
+                    help="install umqtt.simple with `mpremote mip install` from micropython.org (online); "
+                         "default: copy it from the local cache of the PyPI package")
+    ap.add_argument("--offline", action="store_true", help="the default (kept for old scripts): no online fetch")
     ap.add_argument("--all", action="store_true", help="copy every file, not only changed ones")
     args = ap.parse_args(argv)
 
+    if not args.dry_run:
+        problem = port_problem(args.port)
+        if problem:
+            sys.exit("flash: " + problem)
+    if args.fetch and args.offline:
+        sys.exit("flash: --fetch and --offline contradict each other")
     if args.config:
         check_config(args.config)
     built = compile_all(firmware_files(), args.dry_run)
     manifest_path = BUILD / ("%s.json" % re.sub(r"[^A-Za-z0-9]+", "_", args.port))
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    use_mip = not args.offline and online()
-    print("umqtt.simple: %s" % ("mip install (online)" if use_mip else "PyPI micropython-umqtt.simple copy"))
-    cmds, new = plan(args.port, built, args.config, use_mip, manifest, args.all)
+    use_mip = args.fetch
+    print("umqtt.simple: %s" % ("mip install from micropython.org (--fetch)" if use_mip
+                                else "copy of the PyPI package micropython-umqtt.simple (local cache)"))
+    cmds, new = plan(args.port, built, args.config, use_mip, manifest, args.all,
+                     None if use_mip else umqtt_file(args.dry_run))
     for i, cmd in enumerate(cmds, 1):
         shown = " ".join(cmd)
         if args.dry_run:

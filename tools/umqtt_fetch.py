@@ -5,8 +5,8 @@
 The PyPI package `micropython-umqtt.simple` (1.3.4) is an sdist without setup.py,
 so pip cannot install it; `pip download --no-binary :all:` fetches the tarball and
 we unpack `umqtt/` from it. The code stays out of the repository: tests put the
-cache directory on MICROPYPATH, and tools/flash.py copies it to a board when `mip`
-cannot reach the internet. The cache (.cache/ at the repo root) is not committed.
+cache directory on MICROPYPATH, and tools/flash.py copies it to a board (unless told
+to `mip install` it with --fetch). The cache (.cache/ at the repo root) is not committed.
 """
 
 import os

@@ -56,7 +56,7 @@ def exists(p):
 while not exists(stop):
     a.step()
     time.sleep_ms(5)
-a.sleep_until = time.ticks_add(time.ticks_ms(), 10 ** 8)   # stop sampling, drain
+a.sleeping = True                 # stop sampling, drain
 if a.fixes:
     a._store_fixes()
 t0 = time.ticks_ms()

@@ -6,6 +6,8 @@ behind the fake machine.I2C, everything else the real firmware, compiled with mp
 - a waveform block written from the window buffer (header + samples, never joined in
   RAM) is byte for byte what wire.codec.encode_wave makes, and a big record is streamed
   back from flash (ring.Stored) rather than read into the heap;
+- a run healthy for 60 s clears the crash-loop guard's count, its module loaded only
+  for that moment;
 - the firmware loads only the device part of the wire contract (fieldwatch.wire.contract
   and .device, never .validate, .batch or .codec), and that part gives the same answers
   as the full codec under CPython: all cmd and ack golden vectors, and the encoders the
@@ -149,6 +151,34 @@ def test_fw_app_wave_block_matches_codec(micropython, fw_path, chip, tmp_path, n
     assert decoded["n"] == n and decoded["seq"] == int(seq)
     # 32 samples make a 229-byte record, read into RAM; 128 make 805 bytes, left on flash
     assert how == ("stored" if len(data) > 512 else "bytes")
+
+
+HEALTHY = r"""
+import sys, time
+import safemode
+safemode.boot()                  # as boot.py: this boot may be a crash
+safemode.boot()
+del sys.modules["safemode"]      # as main.py: dropped before the application
+del safemode
+""" + APP + r"""
+print("before", "safemode" in sys.modules, a.healthy)
+a.step()
+print("early", "safemode" in sys.modules, a.healthy)
+a.started = time.ticks_add(time.ticks_ms(), -61000)    # as if it had run for 61 s
+a.step()
+with open("crashes") as f:
+    print("after", "safemode" in sys.modules, a.healthy, f.read())
+"""
+
+
+def test_fw_app_healthy_run_clears_the_crash_guard_and_drops_its_module(micropython, fw_path, chip, tmp_path):
+    # The crash-loop guard's module is imported only when the run has been healthy
+    # for 60 s, to clear the count, and dropped again: its ~1 KB stays out of the heap.
+    r = micropython(HEALTHY, args=[str(tmp_path) + "/"], heapsize=HEAP, path=fw_path,
+                    cwd=str(tmp_path), env={"FW_I2C": chip.address}, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.split()[0] in ("before", "early", "after")]
+    assert lines == ["before False False", "early False False", "after False True 0"], r.stdout
 
 
 LOADED = APP + r"""

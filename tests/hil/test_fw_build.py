@@ -183,3 +183,62 @@ def test_fw_flash_dry_run_prints_mpremote_commands(tmp_path):
     assert not any("fakes" in c or c in ("machine.mpy", "network.mpy") for c in copied)
     assert cmds[-1].endswith(" reset")
     assert "config ok" in r.stdout
+
+
+# Runs tools/flash.py in this process under an audit hook that records every name
+# looked up, every socket connected and every program started (issue 15: flashing
+# must not reach outside unless asked).
+FLASH_AUDITED = r"""
+import sys
+seen = []
+def hook(event, args):
+    if event in ("socket.getaddrinfo", "socket.connect", "subprocess.Popen"):
+        seen.append((event, repr(args)[:300]))
+sys.addaudithook(hook)
+from fieldwatch.tools import flash
+try:
+    flash.main(sys.argv[1:])
+finally:
+    import json
+    print("AUDIT " + json.dumps(seen))
+"""
+
+
+def _local(event, args):
+    if event == "subprocess.Popen":
+        return "pip" not in args and "mip" not in args
+    return any(h in args for h in ("'127.0.0.1'", "'localhost'", "'::1'", "/"))
+
+
+def test_fw_flash_dry_run_contacts_no_outside_host_by_default(tmp_path):
+    import json
+    import sys
+    r = subprocess.run([sys.executable, "-c", FLASH_AUDITED, "--port", "/dev/ttyUSB0", "--config",
+                        str(FIRMWARE / "config.example.json"), "--dry-run", "--all"],
+                       cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    audit = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("AUDIT ")][0][6:])
+    outside = [(e, a) for e, a in audit if not _local(e, a)]
+    assert outside == [], outside
+    assert not any(e == "socket.getaddrinfo" for e, _ in audit), audit
+    cmds = [ln for ln in r.stdout.splitlines() if "mpremote connect /dev/ttyUSB0" in ln]
+    assert not any(" mip " in c for c in cmds), cmds
+    assert any(c.endswith(" :lib/umqtt/simple.py") and "/.cache/umqtt/umqtt/simple.py " in c for c in cmds), cmds
+    assert "umqtt.simple: copy of the PyPI package micropython-umqtt.simple (local cache)" in r.stdout
+    # the online fetch only when asked for
+    r = subprocess.run([sys.executable, "-m", "fieldwatch.tools.flash", "--port", "/dev/ttyUSB0", "--dry-run",
+                        "--fetch"], cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert any(ln.endswith(" mip install umqtt.simple") for ln in r.stdout.splitlines()), r.stdout
+    assert "lib/umqtt/simple.py" not in r.stdout
+
+
+def test_fw_flash_without_a_board_says_no_such_port(tmp_path):
+    import sys
+    port = str(tmp_path / "ttyUSB9")
+    r = subprocess.run([sys.executable, "-m", "fieldwatch.tools.flash", "--port", port, "--config",
+                        str(FIRMWARE / "config.example.json")],
+                       cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.startswith("flash: no such port: %s (is the board plugged in? serial ports here: " % port), r.stderr
+    assert "may be in use" not in r.stdout + r.stderr and "Traceback" not in r.stderr

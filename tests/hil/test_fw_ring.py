@@ -227,3 +227,52 @@ while True:
 print(keys, r.torn)
 """ % str(d))
     assert out.strip() == "[0] 1"
+
+
+def test_fw_ring_oldest_age_of_the_oldest_unconfirmed_record(micropython, fw_path, tmp_path):
+    # status.buf.oldest_s (issue 15): the age of the oldest record not yet confirmed,
+    # estimated from its place between its segment's first and last append; a
+    # segment from an earlier boot counts from this boot
+    d = str(tmp_path / "outbox")
+    out = run(micropython, fw_path, tmp_path, """
+import time
+from ring import Ring
+r = Ring(%r, segment_bytes=300, max_segments=50, window=100)
+print("empty", r.oldest_age_ms())
+t0 = time.ticks_ms()
+for i in range(8):                       # 4 records of 70 bytes a segment: two segments
+    r.append("readings", 1, i, 1, b"payload-%%02d-" %% i + b"x" * 40)
+    time.sleep_ms(100)
+now = time.ticks_ms()
+print("all", r.oldest_age_ms(now), time.ticks_diff(now, t0))
+while r.next_to_send(0) is not None:
+    pass
+r.confirm([(1, 0, 2)])                   # the oldest unconfirmed is now record 3
+print("after3", r.oldest_age_ms(now), time.ticks_diff(now, t0))
+r.confirm([(1, 3, 5)])                   # record 6, in the second segment
+print("after6", r.oldest_age_ms(now))
+r.confirm([(1, 6, 7)])
+print("none", r.oldest_age_ms(now), r.depth())
+for i in range(8, 10):
+    r.append("readings", 1, i, 1, b"payload-%%02d-" %% i + b"x" * 40)
+r.close()
+""" % d)
+    words = dict((ln.split()[0], [int(x) for x in ln.split()[1:]]) for ln in out.splitlines())
+    assert words["empty"] == [0]
+    age, elapsed = words["all"]
+    assert elapsed - 30 <= age <= elapsed          # record 0 was appended at t0
+    age3, elapsed = words["after3"]
+    assert elapsed - 300 - 60 <= age3 <= elapsed - 300 + 10, (age3, elapsed)   # 3 x 100 ms later
+    assert 150 <= words["after6"][0] <= 250        # records 6 and 7 are 200 and 100 ms old
+    assert words["none"] == [0, 0]
+    # the next boot: every record left was written before it, so it is as old as the boot
+    # (4..7 come again with 8 and 9: their segment was still the open one when confirmed)
+    out = run(micropython, fw_path, tmp_path, """
+import time
+from ring import Ring
+r = Ring(%r, window=100)
+time.sleep_ms(300)
+print(r.depth(), r.oldest_age_ms())
+""" % d)
+    depth, age = map(int, out.split())
+    assert depth == 6 and 300 <= age <= 400
