@@ -85,7 +85,7 @@ def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_
 
     @app.get("/readyz")
     def readyz():
-        """Ready: the database answers and the MQTT link is connected; 503 naming what is not."""
+        """Ready: the database answers, the MQTT link is connected and commits go through; 503 naming what is not."""
         out = {}
         try:
             out["database"] = "ok" if queries.ping() else "not answering"
@@ -96,7 +96,9 @@ def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_
             out["broker"] = "not used"
         else:
             out["broker"] = "ok" if link.connected.is_set() else "not connected"
-        out["ready"] = out["database"] == "ok" and out["broker"] in ("ok", "not used")
+        failing = metrics.commit_failure()
+        out["ingest"] = "ok" if failing is None else "commits failing for %.0f s: %s" % failing
+        out["ready"] = out["database"] == "ok" and out["broker"] in ("ok", "not used") and failing is None
         return jsonify(out), 200 if out["ready"] else 503
 
     @app.get("/metrics")
