@@ -5,6 +5,9 @@ turns its records into rows of the table its kind is stored in (the row types
 and the kind -> table map are collector.schema's); store.write() COPYs those
 rows as they are and commits a Batch in one transaction; then the ingest
 loop acks the batch's messages and confirms its keys to the devices.
+add() never raises: whatever bytes arrive, the message either joins the batch
+whole or is quarantined with a code and a reason. halves() and refused() are
+how the writer takes apart a batch the database refuses (collector/ingest.py).
 """
 
 import hashlib

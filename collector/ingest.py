@@ -10,7 +10,12 @@ A crash before 4 means the broker redelivers (persistent session) and the
 database drops the duplicates; a crash after 3 loses nothing either.
 While the database is down nothing is acknowledged, the batches stay bounded
 (batch_max, and the broker's inflight window), and commits are retried with
-backoff until they succeed.
+backoff until they succeed (/readyz says so meanwhile). No message can stop
+this: one that breaks the contract, or that the decoder fails on, is
+quarantined in step 2; one the database refuses for what it holds
+(store.refused: a value out of range, a constraint) is found by splitting the
+batch in halves, committed separately, and quarantined as store_rejected,
+while the rest of the batch is stored.
 
 Two threads share the work (plus paho's network thread, which only decodes
 packets into Messages): the receiving thread (run()) validates messages into
