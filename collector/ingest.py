@@ -10,7 +10,12 @@ A crash before 4 means the broker redelivers (persistent session) and the
 database drops the duplicates; a crash after 3 loses nothing either.
 While the database is down nothing is acknowledged, the batches stay bounded
 (batch_max, and the broker's inflight window), and commits are retried with
-backoff until they succeed.
+backoff until they succeed (/readyz says so meanwhile). No message can stop
+this: one that breaks the contract, or that the decoder fails on, is
+quarantined in step 2; one the database refuses for what it holds
+(store.refused: a value out of range, a constraint) is found by splitting the
+batch in halves, committed separately, and quarantined as store_rejected,
+while the rest of the batch is stored.
 
 Two threads share the work (plus paho's network thread, which only decodes
 packets into Messages): the receiving thread (run()) validates messages into
@@ -32,6 +37,7 @@ import time
 import psycopg
 
 from collector.batch import Batch
+from collector.store import refused
 from fieldwatch.wire import codec, topics
 
 log = logging.getLogger("collector.ingest")
@@ -139,31 +145,40 @@ class Ingest:
 
     def _flush(self, batch):
         # Commit with retries; False only if asked to stop while the database stays down.
+        # A batch the database refuses for what it holds (store.refused) is split in halves, each
+        # committed on its own, down to the message(s) refused, which are quarantined instead.
         delay = 0.5
+        last_try = False
         self.metrics.acks_pending = len(batch)
-        while True:
-            t0 = time.monotonic()
+        parts = [batch]              # what is left to commit, in order
+        written, records = {}, 0
+        t0 = time.monotonic()
+        while parts:
+            part = parts[0]
             try:
-                written = self.store.write(batch)
-                break
-            except psycopg.Error as e:
-                self.metrics.add("commit_errors")
-                self.metrics.db_ok = False
-                log.warning("commit of %d messages failed (%s); retrying in %.1f s",
-                            len(batch), str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, delay)
+                got = self.store.write(part)
+            except Exception as e:
+                why = _first_line(e)
+                if refused(e) and not part.refused_only:
+                    parts[0:1] = self._split(part, why)
+                    continue
+                # The database is away, busy or broken (or cannot even take a quarantine row): retry.
+                self.metrics.commit_failed(why)
+                log.warning("commit of %d messages failed (%s); retrying in %.1f s", len(part), why, delay)
+                if last_try:
+                    return False
                 if self._stop.wait(delay):
-                    # One last try on the way out, then leave it to the broker.
-                    try:
-                        written = self.store.write(batch)
-                        break
-                    except psycopg.Error:
-                        return False
+                    last_try = True  # one last try on the way out, then leave it to the broker
                 delay = min(delay * 2, 10.0) * random.uniform(0.8, 1.2)
+                continue
+            parts.pop(0)
+            records += part.records
+            for table, n in got.items():
+                written[table] = written.get(table, 0) + n
+            self.metrics.commit_succeeded()
         seconds = time.monotonic() - t0
-        self.metrics.db_ok = True
         now_ms = time.time() * 1000
-        self.metrics.batch_committed(len(batch), batch.records, written, seconds,
-                                     (now_ms - batch.first_recv_ms) / 1000.0)
+        self.metrics.batch_committed(len(batch), records, written, seconds, (now_ms - batch.first_recv_ms) / 1000.0)
         self.link.ack_all(batch.messages)  # PUBACKs in arrival order, as MQTT requires; one write
         self.metrics.add("acks_sent", len(batch))
         self.metrics.acks_pending = 0
@@ -172,6 +187,17 @@ class Ingest:
                 self.link.publish(topics.topic(dev, "ack"), codec.encode_ack(dev, ranges[i:i + MAX_RANGES_PER_ACK]))
                 self.metrics.add("confirmations_sent")
         return True
+
+    def _split(self, part, why):
+        # The pieces to commit instead of a refused batch: its halves, or, for one message, its quarantine row.
+        if len(part) > 1:
+            log.warning("the database refused a batch of %d messages (%s); splitting it to find the message",
+                        len(part), why)
+            return part.halves()
+        msg = part.messages[0]
+        self.metrics.quarantined("store_rejected")
+        log.warning("quarantined message on %r: store_rejected (%s)", msg.topic[:120], why)
+        return [Batch.refused(msg, "the database refused it: " + why)]
 
     def _maintain(self):
         # Hourly: make sure the monthly partitions ahead exist (plain PostgreSQL only).
@@ -184,3 +210,9 @@ class Ingest:
         except psycopg.Error as e:
             self._next_maintenance = now + 60
             log.warning("partition maintenance postponed: %s", e)
+
+
+def _first_line(e):
+    # The first line of an error's message (the database's own words), or its type.
+    text = str(e).strip()
+    return text.splitlines()[0][:500] if text else type(e).__name__

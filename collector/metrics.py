@@ -35,6 +35,7 @@ class Metrics:
         self.lag_s = 0.0                 # receipt -> commit of the oldest message of the last batch
         self.acks_pending = 0
         self.db_ok = False
+        self._failing = None             # (since, s since the epoch; last error) while commits fail, else None
 
     def add(self, name, n=1):
         """Increase counter `name` by n."""
@@ -58,6 +59,25 @@ class Metrics:
             self.latency_counts[_bucket(LATENCY_BUCKETS, seconds)] += 1
             self.latency_sum += seconds
             self.lag_s = lag_s
+
+    def commit_failed(self, reason):
+        """Count a commit attempt that failed with an error a retry may fix (it is retried)."""
+        with self._lock:
+            self.counters["commit_errors"] += 1
+            self.db_ok = False
+            self._failing = ((self._failing or (time.time(),))[0], reason)
+
+    def commit_succeeded(self):
+        """A commit went through: commits are no longer failing."""
+        with self._lock:
+            self.db_ok = True
+            self._failing = None
+
+    def commit_failure(self):
+        """(seconds failing, the last error) while commits fail and are being retried, else None."""
+        with self._lock:
+            f = self._failing
+        return None if f is None else (max(0.0, time.time() - f[0]), f[1])
 
     def quarantined(self, code):
         """Count one quarantined message by its WireError code."""

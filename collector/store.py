@@ -30,6 +30,12 @@ and committed asynchronously (losing the last few of these updates in a crash
 is harmless, the next message sets them again). Otherwise two collectors on a
 shared subscription, both touching the same device rows, would queue behind
 each other's whole data transaction.
+
+write() raises what the database (or the driver) said. refused() tells the
+errors that come from the batch's content, which no retry can fix (a value
+out of range, a constraint violated): the ingest loop then splits the batch to
+find the message(s) and quarantines them; every other error (connection,
+deadlock, serialization, a missing table) is retried as it is.
 """
 
 import json
@@ -37,7 +43,7 @@ import logging
 import struct
 
 import psycopg
-from psycopg import errors, postgres
+from psycopg import errors, postgres, pq
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from psycopg.types.json import Jsonb
@@ -57,6 +63,21 @@ _MS = "timestamptz 'epoch' + %s * interval '1 millisecond'"     # an integer ms 
 
 _PG_EPOCH_MS = 946684800000          # 2000-01-01T00:00:00Z, PostgreSQL's epoch, in ms since 1970
 _pack_int8 = struct.Struct("!q").pack
+
+
+# Errors of the data written, not of the database's state: SQLSTATE classes 22 (data exception:
+# out of range, invalid text, too long ...), 23 (integrity: a CHECK, NOT NULL or partition
+# constraint) and 54 (program limit exceeded: a value too large for an index).
+_REFUSED = (errors.DataError, errors.IntegrityError, errors.ProgramLimitExceeded)
+
+
+def refused(e):
+    """True if write() failed because of what the batch holds (a retry cannot help), False if a retry can.
+
+    Errors outside psycopg's (a value the driver cannot dump) count as the
+    batch's content too: splitting the batch then finds the message.
+    """
+    return isinstance(e, _REFUSED) or not isinstance(e, psycopg.Error)
 
 
 class EpochMsDumper(Dumper):
@@ -114,7 +135,11 @@ class Store:
             return partitions.ensure(conn)      # touches only declaratively partitioned tables
 
     def write(self, batch):
-        """Commit a batch; return {table name: rows newly inserted} (duplicates are not counted)."""
+        """Commit a batch; return {table name: rows newly inserted} (duplicates are not counted).
+
+        Raises psycopg.Error (or, for a value the driver cannot send, another
+        Exception); nothing of the batch is then stored. See refused().
+        """
         if self.conn is None or self.conn.closed:
             self.connect()
         written = {}
@@ -153,9 +178,11 @@ class Store:
                         written[table.name] = cur.rowcount
                     self._results(cur, batch.results)
                     registered = self._devices(cur, batch)
-                    self._quarantine(cur, batch.quarantine)
-        except psycopg.Error:
-            self.close()
+                    self._quarantine(cur, batch)
+        except Exception as e:
+            # After a refusal the transaction was rolled back and the connection is fine to reuse.
+            if not isinstance(e, _REFUSED) or self.conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                self.close()
             raise
         self._known.update(registered)
         self._touch(batch)
@@ -240,15 +267,16 @@ class Store:
         return new
 
     @staticmethod
-    def _quarantine(cur, entries):
-        if entries:
+    def _quarantine(cur, batch):
+        # One row per distinct message (topic + bytes); `times` counts every arrival, copies in this batch too.
+        if batch.quarantine:
             cur.executemany(
-                "INSERT INTO {t} (recv_ts, last_recv, topic, device_id, code, reason, payload, digest) "
-                "VALUES ({ms}, {ms}, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (digest) DO UPDATE SET times = {t}.times + 1, "
+                "INSERT INTO {t} (recv_ts, last_recv, times, topic, device_id, code, reason, payload, digest) "
+                "VALUES ({ms}, {ms}, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (digest) DO UPDATE SET times = {t}.times + EXCLUDED.times, "
                 "last_recv = GREATEST({t}.last_recv, EXCLUDED.last_recv)".format(t=QUARANTINE.name, ms=_MS),
-                [(q.recv_ms, q.recv_ms, _clean(q.topic), _clean(q.device_id), q.code, q.reason, q.payload, digest)
-                 for digest, q in entries.items()])
+                [(q.recv_ms, batch.copies[digest][1], batch.copies[digest][0], _clean(q.topic), _clean(q.device_id),
+                  q.code, _clean(q.reason), q.payload, digest) for digest, q in batch.quarantine.items()])
 
 
 class CommandLog:
@@ -272,5 +300,7 @@ class CommandLog:
 
 
 def _clean(s):
-    # PostgreSQL text cannot hold NUL; keep everything else as received.
-    return None if s is None else s.replace("\x00", "\\x00")
+    # PostgreSQL text holds neither NUL nor lone surrogates (not UTF-8): both written as escapes, the rest as received.
+    if s is None:
+        return None
+    return s.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")

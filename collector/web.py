@@ -104,7 +104,7 @@ def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_
 
     @app.get("/readyz")
     def readyz():
-        """Ready: started, the database answers and the MQTT link is connected; 503 naming what is not."""
+        """Ready: started, the database answers, the MQTT link is connected and commits go through; 503 naming what is not."""
         out = {}
         try:
             out["database"] = "ok" if queries.ping() else "not answering"
@@ -115,7 +115,9 @@ def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_
             out["broker"] = "not used"
         else:
             out["broker"] = "ok" if link.connected.is_set() else "not connected"
-        out["ready"] = out["database"] == "ok" and out["broker"] in ("ok", "not used")
+        failing = metrics.commit_failure()
+        out["ingest"] = "ok" if failing is None else "commits failing for %.0f s: %s" % failing
+        out["ready"] = out["database"] == "ok" and out["broker"] in ("ok", "not used") and failing is None
         waiting_for = starting() if starting is not None else None
         if waiting_for:
             out["waiting_for"] = waiting_for

@@ -23,5 +23,5 @@ from fieldwatch.wire.device import (  # noqa: F401
     encode_fixes, encode_logs, encode_readings, encode_result, encode_status, encode_wave,
     wave_head)
 from fieldwatch.wire.validate import (  # noqa: F401
-    FIX_FIELDS, FIX_MODES, FIX_RANGES, check_time, decode, decode_wave, encode_ack,
+    FIX_FIELDS, FIX_MODES, FIX_RANGES, MAX_UNTIMED_MS, check_time, decode, decode_wave, encode_ack,
     encode_cmd, ranges_of)

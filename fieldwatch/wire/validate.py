@@ -21,6 +21,12 @@ from fieldwatch.wire.contract import (
     show)
 from fieldwatch.wire.device import check_args, decode_ack, decode_cmd
 
+# Times with tq none (ms since boot) lie in 0..2^47 ms (~4,460 years). The collector places
+# them at (receipt - ts) + ts, and PostgreSQL's timestamps begin in 4713 BC (~2.1e14 ms
+# before 1970): bounded here, so that what validates also stores. Here and not in
+# contract.py because only the collector checks it (it costs the board's heap nothing).
+MAX_UNTIMED_MS = 2 ** 47
+
 # A fix's integer fields in the order they are checked, with their ranges (docs/wire.md,
 # "fix"); all but lat_e7 and lon_e7 are optional.
 FIX_MODES = (2, 3)  # 2D, 3D
@@ -97,8 +103,13 @@ def _json_value(x, where, depth):
 
 
 def check_time(ts, tq, now_ms, where):
-    """Reject an absurd wall-clock time (before 2020, or > 1 day after now_ms)."""
-    if tq == "none" or now_ms is None:
+    """Reject an absurd wall-clock time (before 2020, or > 1 day after now_ms), or a tq none time past 2^47 ms."""
+    if tq == "none":
+        # ms since boot: no wall-clock check, only the bound the database needs (MAX_UNTIMED_MS).
+        if ts > MAX_UNTIMED_MS:
+            fail("out_of_range", "%s=%d ms with tq none (ms since boot) is past 2^47 ms" % (where, ts))
+        return
+    if now_ms is None:
         return
     if ts < MIN_TS_MS:
         fail("absurd_time", "%s=%d ms is before 2020-01-01" % (where, ts))

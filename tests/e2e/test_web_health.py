@@ -24,7 +24,7 @@ def test_web_readyz_names_the_broker_or_database_that_is_away(fresh_broker, fres
     try:
         assert get(url + "/healthz") == (200, {"ok": True})
         status, body = _wait_ready(url, True)
-        assert status == 200 and body == {"ready": True, "database": "ok", "broker": "ok"}
+        assert status == 200 and body == {"ready": True, "database": "ok", "broker": "ok", "ingest": "ok"}
 
         fresh_broker.stop()
         status, body = _wait_ready(url, False)
