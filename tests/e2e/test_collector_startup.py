@@ -97,7 +97,7 @@ def test_collector_startup_waits_for_a_database_that_is_down_then_migrates_and_i
         cluster.start()
         c.wait_for_log("connected to", 40)
         status, body = _wait("ready", lambda: (lambda r: r if r[0] == 200 else None)(_health(web, "/readyz")))
-        assert body == {"ready": True, "database": "ok", "broker": "ok"}, body
+        assert body == {"ready": True, "database": "ok", "broker": "ok", "ingest": "ok"}, body
         assert re.search(r"database \S+ answers \(attempt \d+\)", c.output()), c.output()[-2000:]
         _publish_reading(fresh_broker.url, "startup-01", 0)
         assert wait_rows(db, 1, timeout=30) == 1, "migrated and ingesting:\n" + c.output()[-3000:]
