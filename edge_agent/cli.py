@@ -9,6 +9,7 @@ import sys
 from fieldwatch import config as cfg
 from edge_agent import config as agent_config
 from edge_agent import logfmt, service
+from edge_agent.statelock import StateDirInUse, StateLock
 from fieldwatch import sdnotify
 
 EPILOG = """commands:
@@ -23,7 +24,8 @@ EPILOG = """commands:
 under systemd (Type=notify) the agent sends READY=1 once started, WATCHDOG=1 from its main loop
 (every half $WATCHDOG_USEC) and STOPPING=1 on SIGTERM, to $NOTIFY_SOCKET
 
-exit status: 0 stopped cleanly, 1 could not start (state directory, outbox, sensor) or install, 2 bad configuration
+exit status: 0 stopped cleanly, 1 could not start (state directory, or another agent already uses it;
+outbox, sensor) or install, 2 bad configuration
 
 settings (TOML file sections and keys; environment variables override the file, flags override both):
 """ + agent_config.describe()
@@ -80,6 +82,10 @@ def main(argv=None):
     return rc
 
 
+# The state directory's lock, held for the life of the process (the kernel releases it at exit or exec).
+_state_lock = None
+
+
 def open_accelerometer(conf):
     """The accelerometer (real ADXL345 or the simulated chip), opened at the configured rate and range."""
     from edge_agent.accel import Accelerometer
@@ -105,16 +111,29 @@ def reset_reason(state_dir, first_start):
 
 def run(conf):
     """Run the agent until SIGTERM/SIGINT; returns (exit status, 'reboot' or None)."""
+    global _state_lock
+    log = logging.getLogger("edge_agent")
+    state_dir = conf["outbox"]["state_dir"]
+    path = os.path.join(state_dir, "outbox.db")
+    # One agent per state directory, decided before anything in it is touched (boot counter, outbox)
+    # and before the heavy imports, so a refused start is cheap even when systemd retries it.
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+        _state_lock = StateLock(state_dir)
+    except StateDirInUse as e:
+        print("edge-agent: %s; stop it first or give this agent its own --state-dir" % e, file=sys.stderr)
+        return 1, None
+    except OSError as e:
+        print("edge-agent: cannot use the state directory %s: %s\n  Set outbox.state_dir or --state-dir to a "
+              "writable directory." % (state_dir, e.strerror or e), file=sys.stderr)
+        return 1, None
+
     from edge_agent.agent import Agent
     from edge_agent.keys import KeySource, KeyStateError
     from edge_agent.outbox import Outbox, OutboxError
     from edge_agent.uplink import Uplink
 
-    log = logging.getLogger("edge_agent")
-    state_dir = conf["outbox"]["state_dir"]
-    path = os.path.join(state_dir, "outbox.db")
     try:
-        os.makedirs(state_dir, exist_ok=True)
         keys = KeySource(state_dir, floor=Outbox.max_boot_in(path))
         outbox = Outbox(path, keys, conf["device"]["id"], max_records=conf["outbox"]["max_records"],
                         resend_after_s=conf["outbox"]["resend_after_s"])

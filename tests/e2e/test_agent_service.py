@@ -341,3 +341,65 @@ def test_install_names_what_the_dynamic_user_cannot_reach(tmp_path):
         assert not any("cannot enter" in line for line in printed), printed
     finally:
         shutil.rmtree(base)
+
+
+
+def wait_for_text(path, text, timeout):
+    """Wait until the file at path holds `text`; True if it did within timeout seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_second_agent_on_one_state_dir_is_refused_until_the_first_dies(fresh_broker, tmp_path):
+    state = tmp_path / "state"
+
+    def agent(name):
+        with open(tmp_path / name, "wb") as log:
+            return subprocess.Popen(
+                [str(EDGE_AGENT), "run", "--device-id", "svc-test", "--hardware", "sim", "--state-dir", str(state)],
+                env=dict(os.environ, MQTT_URL=fresh_broker.url, EDGE_AGENT_OUTBOX_EXIT_DRAIN_S="1"),
+                stdout=log, stderr=subprocess.STDOUT), tmp_path / name
+
+    procs = []
+    try:
+        first, first_log = agent("first.log")
+        procs.append(first)
+        assert wait_for_text(first_log, "connected to", 30), first_log.read_text()
+        boot = int((state / "boot").read_text())
+        second, second_log = agent("second.log")
+        procs.append(second)
+        try:
+            rc = second.wait(20)
+        except subprocess.TimeoutExpired:
+            rc = None
+        text = second_log.read_text()
+        assert rc == 1, "the second agent was not refused (exit status %r):\n%s" % (rc, text)
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert len(lines) == 1, text
+        assert "already uses the state directory %s" % state in lines[0], text
+        assert "PID %d" % first.pid in lines[0], text
+        # The first agent kept running and connected on its boot: never kicked off, its counter not bumped.
+        time.sleep(1.0)
+        assert first.poll() is None, first_log.read_text()
+        assert int((state / "boot").read_text()) == boot
+        log = first_log.read_text()
+        assert log.count("connected to") == 1 and "disconnected from" not in log, log
+        # SIGKILL leaves no stale lock: the next agent starts at once, on the next boot.
+        first.kill()
+        first.wait(10)
+        third, third_log = agent("third.log")
+        procs.append(third)
+        assert wait_for_text(third_log, "connected to", 30), third_log.read_text()
+        assert third.poll() is None, third_log.read_text()
+        assert int((state / "boot").read_text()) == boot + 1
+        third.send_signal(signal.SIGTERM)
+        assert third.wait(30) == 0, third_log.read_text()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
