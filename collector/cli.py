@@ -38,6 +38,8 @@ SCHEMA = {
         "api_token": cfg.Setting("", help="token for the API's write endpoints (sending commands); empty: commands are refused"),
         "read_token": cfg.Setting("", help="token for reading the API; empty: reads are open"),
         "online_window_s": cfg.Setting(120, cfg.at_least(5), "a device reporting online counts as offline after this long without a message"),
+        "status_stale_s": cfg.Setting(90, cfg.at_least(1), "the pages mark a device heard recently whose last status is "
+                                      "older than this, s, as \"status stale\" (3 x the devices' 30 s status interval)"),
     },
 }
 
@@ -157,7 +159,8 @@ def run(conf):
         queries = Queries(db["url"], online_window_s=conf["web"]["online_window_s"])
         try:
             server = serve(create_app(queries, metrics, __version__, link, conf["web"]["api_token"],
-                                      conf["web"]["read_token"], starting=lambda: startup.waiting_for),
+                                      conf["web"]["read_token"], starting=lambda: startup.waiting_for,
+                                      status_stale_s=conf["web"]["status_stale_s"]),
                            conf["web"]["listen"])
         except OSError as e:
             print("collector: cannot serve the status page on %s: %s" % (conf["web"]["listen"], e), file=sys.stderr)

@@ -21,6 +21,9 @@ from fieldwatch.wire import codec, topics
 log = logging.getLogger("collector.web")
 
 REFRESH_MS = 3000   # how often the pages fetch fresh data
+# A device heard recently whose last status is older than this, s, shows "status stale" (default of
+# web.status_stale_s: three times the 30 s status interval of the firmware and the Pi agent).
+STATUS_STALE_S = 90
 # Largest request body, bytes: a command is one MQTT message, and no message is larger.
 # waitress refuses a longer body from its Content-Length before reading it (serve());
 # Flask's MAX_CONTENT_LENGTH is the same bound for any other WSGI server.
@@ -29,10 +32,12 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
-def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_token="", starting=None):
+def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_token="", starting=None,
+               status_stale_s=STATUS_STALE_S):
     """The Flask app; `queries` answers from the database, `metrics` from this process, `link` is the MQTT link.
 
     starting: a function returning what the start-up still waits for (None once ingesting), for /readyz.
+    status_stale_s: a device's status older than this, s, is shown as stale on the pages.
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -40,7 +45,7 @@ def create_app(queries, metrics, version="0.1.0", link=None, api_token="", read_
     export = PrometheusExport(metrics, broker_connected=(lambda: link.connected.is_set()) if link else None,
                               device_last_seen=queries.last_seen)
     page = {"version": version, "refresh_ms": REFRESH_MS, "online_window_s": queries.online_window_s,
-            "token_needed": bool(read_token)}
+            "token_needed": bool(read_token), "status_stale_s": status_stale_s}
 
     @app.after_request
     def security_headers(resp):

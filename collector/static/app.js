@@ -81,10 +81,51 @@ const FW = {
     return d.state === "unknown" ? "unknown" : "offline";
   },
 
-  setConn(text, ok) {
+  /* The header's indicator: level "ok" (green), "warn" (amber: the page is live but the collector
+     is not ready) or "bad" (red: the page could not update). */
+  setConn(text, level) {
     const c = document.getElementById("conn");
     c.textContent = text;
-    c.className = "conn " + (ok ? "ok" : "bad");
+    c.className = "conn " + (level === true ? "ok" : level || "bad");
+  },
+
+  /* What /readyz says is not ok, as short phrases ([] when ready; .level "bad" when the broker or
+     the database is down, else "warn"); the reason if it cannot be read. */
+  async notReady() {
+    let r, body;
+    try {
+      r = await fetch("/readyz", {cache: "no-store"});
+      body = await r.json();
+    } catch (e) {
+      return Object.assign(["readiness unknown"], {level: "warn"});
+    }
+    const down = Object.assign([], {level: "warn"});
+    if (body.ready) return down;
+    if (body.broker !== "ok" && body.broker !== "not used") down.push("broker " + body.broker);
+    if (body.database !== "ok") down.push("database " + String(body.database).slice(0, 80));
+    if (down.length) down.level = "bad";
+    if (body.ingest && body.ingest !== "ok") down.push("ingest " + body.ingest);
+    if (body.waiting_for) down.push("starting: waiting for " + body.waiting_for);
+    if (!down.length) down.push("not ready (HTTP " + r.status + ")");
+    return down;
+  },
+
+  /* How long ago the device's last status arrived, s (server clock: last_seen_age_s plus the
+     time between the status and the last message); null if it never sent one. */
+  statusAge(d) {
+    if (!d.status_at || !d.last_seen) return null;
+    return d.last_seen_age_s + Math.max(0, (Date.parse(d.last_seen) - Date.parse(d.status_at)) / 1000);
+  },
+
+  /* "status stale (last N min ago)" when a device heard within the online window has no status
+     newer than web.status_stale_s (data-status-stale-s); "" otherwise. */
+  statusStale(d) {
+    const stale = Number(document.body.dataset.statusStaleS) || 90;
+    const window_s = Number(document.body.dataset.onlineWindowS) || 120;
+    if (d.last_seen_age_s === null || d.last_seen_age_s === undefined || d.last_seen_age_s > window_s) return "";
+    const age = FW.statusAge(d);
+    if (age === null) return "no status received";
+    return age > stale ? "status stale (last " + FW.age(age) + ")" : "";
   },
 
   askToken() {
@@ -101,8 +142,10 @@ const FW = {
   poll(fn) {
     const run = async () => {
       try {
-        await fn();
-        FW.setConn("live · updated " + new Date().toLocaleTimeString(), true);
+        const [, down] = await Promise.all([fn(), FW.notReady()]);
+        const when = "updated " + new Date().toLocaleTimeString();
+        if (down.length) FW.setConn("live, but " + down.join(" · ") + " · " + when, down.level);
+        else FW.setConn("live · " + when, "ok");
       } catch (e) {
         FW.setConn("not updated: " + e.message, false);
         if (e.status === 401 || e.status === 403) FW.askToken();

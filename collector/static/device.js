@@ -39,6 +39,10 @@ function showDevice(body) {
   const s = document.getElementById("state");
   s.textContent = st;
   s.className = "state " + st;
+  const stale = FW.statusStale(d);   /* data arrives, but the state and buffer figures are old */
+  const m = document.getElementById("status-stale");
+  m.textContent = stale;
+  m.hidden = !stale;
   const dl = document.getElementById("facts");
   dl.replaceChildren();
   fact(dl, "last seen", FW.age(d.last_seen_age_s) + " (" + FW.time(d.last_seen) + ")");

@@ -5,7 +5,10 @@ function deviceRow(d) {
   const link = FW.el("a", d.device_id);
   link.href = "/devices/" + encodeURIComponent(d.device_id);
   const st = FW.state(d);
-  const state = FW.el("span", st, "state " + st);
+  const state = document.createElement("span");
+  state.appendChild(FW.el("span", st, "state " + st));
+  const stale = FW.statusStale(d);   /* data arrives, but the state and buffer figures are old */
+  if (stale) state.append(" ", FW.el("span", stale, "stale"));
   const gaps = d.missing === null || d.missing === undefined ? "" : (d.missing ? d.missing + " missing" : "none");
   const tr = FW.row([link, state, FW.age(d.last_seen_age_s), d.fw, d.hw, d.boot, d.messages_1m, d.readings_1m,
     d.windows_1m, d.buf_depth, FW.seconds(d.buf_oldest_s), d.buf_drops,
@@ -13,6 +16,7 @@ function deviceRow(d) {
   tr.className = "device";
   tr.dataset.device = d.device_id;
   tr.dataset.state = st;
+  if (stale) tr.dataset.stale = stale;
   return tr;
 }
 

@@ -19,6 +19,7 @@ import pytest
 from fieldwatch.devservices.broker import Broker
 from fieldwatch.devservices.collector import CollectorProcess
 from fieldwatch.devservices.ports import free_port
+from fieldwatch.wire import codec
 from tests.e2e.web_fleet import MARKUP_DEVICE, MARKUP_FW, MARKUP_LOG, get, start_fleet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +27,9 @@ ARTIFACTS = REPO / "artifacts"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM = "/usr/bin/chromium"
 AGENT = "pi-01"
+# The site's collector marks a status older than this, s, as stale (web.status_stale_s): short, so
+# the fleet's status messages, sent once at the start, are stale while the agent's (every 2 s) are not.
+STATUS_STALE_S = 8
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
 if not (os.access(CHROMEDRIVER, os.X_OK) and os.access(CHROMIUM, os.X_OK)):
@@ -51,7 +55,7 @@ def site(pg_cluster):
     state = Path(tempfile.mkdtemp(prefix="web-agent-"))
     fleet = agent = None
     try:
-        fleet = start_fleet(broker, db)
+        fleet = start_fleet(broker, db, extra_env={"COLLECTOR_WEB_STATUS_STALE_S": str(STATUS_STALE_S)})
         agent = _start_agent(broker.url, state)
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
@@ -173,6 +177,101 @@ def test_web_quarantine_page_shows_markup_in_a_topic_as_text(site, browser):
     WebDriverWait(browser, 10).until(_live)
     assert _js_errors(browser) == []
     _screenshot(browser, "web-quarantine.png")
+
+
+def _stale(drv):
+    """{device: its "status stale" marker or None} of the overview's rows."""
+    return dict(drv.execute_script(
+        "return Array.from(document.querySelectorAll('#devices-body tr.device'))"
+        ".map(tr => [tr.dataset.device, tr.querySelector('.stale') ? tr.querySelector('.stale').textContent : null])"))
+
+
+def test_web_device_sending_data_with_an_old_status_says_its_status_is_stale(site, browser):
+    fleet, _ = site
+    # pump-02 sends a reading now; its only status came at the start, longer than STATUS_STALE_S ago
+    deadline = time.monotonic() + 30
+    while (time.time() * 1000 - fleet.now_ms) / 1000 <= STATUS_STALE_S + 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    now = int(time.time() * 1000)
+    boot, nxt, _ = fleet.status["pump-02"]
+    fleet.publisher.send("pump-02", "readings", boot, nxt, nxt, codec.encode_readings(
+        "pump-02", boot, nxt, now, "ntp", [[0, "vbat_v", 3.6]]))
+    assert fleet.publisher.wait_confirmed(20)
+    try:
+        browser.get(fleet.url + "/")
+        WebDriverWait(browser, 15).until(lambda d: (_stale(d).get("pump-02") or "").startswith("status stale (last "))
+        marks = _stale(browser)
+        assert marks["pump-02"].endswith(" ago)"), marks
+        assert marks[AGENT] is None, "the agent's status (every 2 s) is fresh: %r" % marks
+        assert _rows(browser)["pump-02"] == "online", "the marker is next to the state, not instead of it"
+        browser.get(fleet.url + "/devices/pump-02")
+        mark = WebDriverWait(browser, 15).until(lambda d: d.find_element(By.ID, "status-stale"))
+        WebDriverWait(browser, 10).until(lambda d: mark.is_displayed() and mark.text.startswith("status stale (last "))
+        browser.get(fleet.url + "/devices/" + AGENT)
+        WebDriverWait(browser, 15).until(_live)
+        assert not browser.find_element(By.ID, "status-stale").is_displayed()
+        assert _js_errors(browser) == []
+    finally:
+        _screenshot(browser, "web-status-stale.png")
+
+
+def test_web_unknown_device_gets_a_404_page(site, browser):
+    fleet, _ = site
+    status, _ = get(fleet.url + "/devices/no-such-pump")
+    assert status == 404
+    try:
+        browser.get(fleet.url + "/devices/no-such-pump")
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Not found"
+        assert "no-such-pump has not reported" in browser.find_element(By.TAG_NAME, "main").text
+        assert not browser.find_elements(By.ID, "rms-chart"), "no empty device sections"
+    finally:
+        _screenshot(browser, "web-notfound.png")
+
+
+def test_web_fleet_table_scrolls_in_its_container_at_phone_width(site, browser):
+    fleet, _ = site
+    browser.set_window_size(412, 900)
+    try:
+        browser.get(fleet.url + "/")
+        WebDriverWait(browser, 15).until(lambda d: len(_rows(d)) == 3 and None not in _rows(d).values())
+        width = browser.execute_script("return document.documentElement.clientWidth")
+        assert width <= 412
+        wider = browser.execute_script(
+            "const w = document.documentElement.clientWidth;"
+            "return Array.from(document.querySelectorAll('body *')).filter(e => e.closest('.scroll') === null"
+            " || e.classList.contains('scroll')).filter(e => e.getBoundingClientRect().right > w + 0.5)"
+            ".map(e => e.tagName + '#' + e.id + '.' + e.className)")
+        assert wider == [], "wider than the %d px viewport: %r" % (width, wider)
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
+        box = browser.find_element(By.ID, "devices-scroll")
+        assert browser.execute_script("return arguments[0].scrollWidth > arguments[0].clientWidth", box)
+        assert browser.execute_script("arguments[0].scrollLeft = 1e6; return arguments[0].scrollLeft > 0", box), \
+            "the fleet table's container does not scroll"
+    finally:
+        _screenshot(browser, "web-phone.png")
+        browser.set_window_size(1280, 1800)
+
+
+def test_web_header_turns_red_and_names_the_broker_when_it_is_down(site, browser):
+    fleet, _ = site
+    port = free_port()
+    other = Broker()          # a second collector on the same database, with a broker of its own to lose
+    other.start()
+    c = CollectorProcess(other.url, fleet.db, client_id="web-down-%d" % port, web_listen="127.0.0.1:%d" % port).start()
+    try:
+        browser.get("http://127.0.0.1:%d/" % port)
+        WebDriverWait(browser, 15).until(_live)
+        conn = browser.find_element(By.ID, "conn")
+        assert "broker" not in conn.text
+        other.stop()
+        WebDriverWait(browser, 20).until(lambda d: "bad" in conn.get_attribute("class").split())
+        assert "broker not connected" in conn.text, conn.text
+        assert conn.value_of_css_property("background-color") != "rgba(0, 0, 0, 0)", "shown in its colour"
+        assert "broker NOT connected" in browser.find_element(By.ID, "summary").text
+    finally:
+        _screenshot(browser, "web-broker-down.png")
+        c.terminate()
+        other.cleanup()
 
 
 def test_web_device_that_goes_offline_turns_offline_without_a_reload(site, browser):
