@@ -19,8 +19,6 @@ or with dry_run (every step is printed instead).
 """
 
 import os
-import pwd
-import shutil
 from importlib import resources
 
 from fieldwatch import config as cfg
@@ -77,47 +75,13 @@ def check_config(path):
 
 def install(config_path=CONFIG_PATH, user=None, unit_dir=UNIT_DIR, dry_run=False, out=print, executable=None):
     """Install (or with dry_run, describe) the service; raises InstallError with what to do."""
-    if user:
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            raise InstallError("user %r does not exist: create it (useradd --system --no-create-home %s) "
-                               "or leave out --user for a dynamic service user" % (user, user)) from None
-    config_present = os.path.exists(config_path)
-    if config_present:
-        check_config(config_path)        # before anything is written
-    exe = executable or collector_executable()
-    unit_text, notes = render_unit(unit_template(), exe, config_path, user)
-    if not user:
-        note = shared.dynamic_user_note(shared.run_paths(exe) + [config_path])
-        if note:
-            notes.append(note)
-    unit_path = os.path.join(unit_dir, UNIT_NAME)
-    for note in notes:
-        out("note: " + note)
+    return shared.install(SERVICE, config_path, user, unit_dir, dry_run, out, executable)
 
-    out("%s the unit %s:" % ("would write" if dry_run else "writing", unit_path))
-    if dry_run:
-        out(unit_text.rstrip("\n"))
-    else:
-        shared.write_file(unit_path, unit_text, 0o644, COMMAND)
 
-    if config_present:
-        out("keeping the existing config %s" % config_path)
-    elif dry_run:
-        out("would write a default config %s" % config_path)
-    else:
-        out("writing a default config %s: set [database] url and [mqtt] url" % config_path)
-        shared.write_file(config_path, DEFAULT_CONFIG, 0o644, COMMAND)
-        check_config(config_path)
-
-    run_them, lines = shared.systemctl_plan(unit_dir, dry_run, shutil.which("systemctl"), shared.systemd_running(),
-                                            SYSTEMCTL_COMMANDS)
-    for line in lines:
-        out(line)
-    if not run_them:
-        return 0
-    shared.run_systemctl(SYSTEMCTL_COMMANDS, UNIT_NAME, out)
-    out("installed and starting: active once its database and broker answer (systemctl status %s says what it "
-        "waits for); follow it with: journalctl -fu %s" % (UNIT_NAME, UNIT_NAME))
-    return 0
+SERVICE = shared.Service(
+    UNIT_NAME, COMMAND, SYSTEMCTL_COMMANDS,
+    unit_text=lambda exe, config_path, user: render_unit(unit_template(), exe, config_path, user),
+    executable=collector_executable, check_config=check_config,
+    default_config=lambda: (DEFAULT_CONFIG, ": set [database] url and [mqtt] url", ""),
+    done="installed and starting: active once its database and broker answer (systemctl status %s says what it "
+         "waits for); follow it with: journalctl -fu %s" % (UNIT_NAME, UNIT_NAME))

@@ -26,9 +26,7 @@ dry_run nothing is written or run: every step is printed instead.
 """
 
 import os
-import pwd
 import re
-import shutil
 import socket
 from importlib import resources
 
@@ -97,52 +95,22 @@ def check_config(path):
 def install(config_path=CONFIG_PATH, user=None, unit_dir=UNIT_DIR, dry_run=False, out=print,
             executable=None):
     """Install (or with dry_run, describe) the service; raises InstallError with what to do."""
-    if user:
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            raise InstallError("user %r does not exist: create it (useradd --system --no-create-home %s) "
-                               "or leave out --user for a dynamic service user" % (user, user)) from None
-    config_present = os.path.exists(config_path)
-    if config_present:
-        check_config(config_path)        # before anything is written
-    exe = executable or agent_executable()
-    unit_text, notes = render_unit(unit_template(), exe, config_path, user)
-    if not user:
-        note = shared.dynamic_user_note(run_paths(exe) + [config_path])
-        if note:
-            notes.append(note)
-    unit_path = os.path.join(unit_dir, UNIT_NAME)
-    verb = "would write" if dry_run else "writing"
-    for note in notes:
-        out("note: " + note)
+    return shared.install(SERVICE, config_path, user, unit_dir, dry_run, out, executable)
 
-    out("%s the unit %s:" % (verb, unit_path))
-    if dry_run:
-        out(unit_text.rstrip("\n"))
-    else:
-        shared.write_file(unit_path, unit_text, 0o644, "edge-agent install-service")
 
-    if config_present:
-        out("keeping the existing config %s" % config_path)
-    elif dry_run:
-        out("would write a default config %s (device id %r)" % (config_path, default_device_id()))
-    else:
-        out("writing a default config %s (device id %r): set [mqtt] url and check [device] id"
-            % (config_path, default_device_id()))
-        shared.write_file(config_path, default_config(default_device_id()), 0o644, "edge-agent install-service")
-        check_config(config_path)
-
-    run_them, lines = systemctl_plan(unit_dir, dry_run, shutil.which("systemctl"), shared.systemd_running())
-    for line in lines:
-        out(line)
-    if not run_them:
-        return 0
-    shared.run_systemctl(SYSTEMCTL_COMMANDS, UNIT_NAME, out)
-    out("installed and started; follow it with: journalctl -fu %s" % UNIT_NAME)
-    return 0
+def _default_config():
+    dev = default_device_id()
+    return (default_config(dev), " (device id %r): set [mqtt] url and check [device] id" % dev,
+            " (device id %r)" % dev)
 
 
 def systemctl_plan(unit_dir, dry_run, systemctl, booted):
     """(run systemctl now?, lines to print): skipped for another unit dir, without systemctl or systemd, in dry runs."""
     return shared.systemctl_plan(unit_dir, dry_run, systemctl, booted, SYSTEMCTL_COMMANDS)
+
+
+SERVICE = shared.Service(
+    UNIT_NAME, "edge-agent install-service", SYSTEMCTL_COMMANDS,
+    unit_text=lambda exe, config_path, user: render_unit(unit_template(), exe, config_path, user),
+    executable=agent_executable, check_config=check_config, default_config=_default_config,
+    done="installed and started; follow it with: journalctl -fu %s" % UNIT_NAME)

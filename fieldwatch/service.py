@@ -18,10 +18,14 @@ systemctl_plan() says whether `systemctl daemon-reload` and `systemctl enable
 --now` run: not without systemctl, not when the machine was not booted with
 systemd, not when the unit went to a directory other than /etc/systemd/system
 (--unit-dir, for tests), not in a dry run.
+
+install() is the one install flow (user and config checked first, unit, default
+config, systemctl); each service describes itself with a Service.
 """
 
 import grp
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -189,3 +193,73 @@ def write_file(path, text, mode, command="install-service"):
     except OSError as e:
         hint = " (run it as root: sudo %s)" % command if isinstance(e, PermissionError) else ""
         raise InstallError("cannot write %s: %s%s" % (path, e.strerror or e, hint)) from None
+
+
+class Service:
+    """What install() needs to know of one service; collector/service.py and edge_agent/service.py make one each.
+
+    unit_name, command ("edge-agent install-service", for messages), commands (the
+    systemctl steps), and callables: unit_text(executable, config_path, user) ->
+    (unit text, [notes]); executable() -> path of its console script; check_config(path)
+    raising InstallError; default_config() -> (TOML text, what to say when it is
+    written, what to say in a dry run); done -> the line printed once started.
+    """
+
+    def __init__(self, unit_name, command, commands, unit_text, executable, check_config, default_config, done):
+        self.unit_name, self.command, self.commands = unit_name, command, commands
+        self.unit_text, self.executable, self.check_config = unit_text, executable, check_config
+        self.default_config, self.done = default_config, done
+
+
+def install(service, config_path, user=None, unit_dir=UNIT_DIR, dry_run=False, out=print, executable=None):
+    """Install (or with dry_run, describe) `service`'s unit and default config, then enable and start it.
+
+    Checks the user and an existing config before anything is written; writes the unit,
+    the config if absent (then checks it as the service will load it), and runs the
+    systemctl steps where systemctl_plan() says so. Returns 0; InstallError says what to do.
+    """
+    if user:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise InstallError("user %r does not exist: create it (useradd --system --no-create-home %s) "
+                               "or leave out --user for a dynamic service user" % (user, user)) from None
+    config_present = os.path.exists(config_path)
+    if config_present:
+        service.check_config(config_path)        # before anything is written
+    exe = executable or service.executable()
+    unit_text, notes = service.unit_text(exe, config_path, user)
+    if not user:
+        note = dynamic_user_note(run_paths(exe) + [config_path])
+        if note:
+            notes.append(note)
+    unit_path = os.path.join(unit_dir, service.unit_name)
+    for note in notes:
+        out("note: " + note)
+
+    out("%s the unit %s:" % ("would write" if dry_run else "writing", unit_path))
+    if dry_run:
+        out(unit_text.rstrip("\n"))
+    else:
+        write_file(unit_path, unit_text, 0o644, service.command)
+
+    if config_present:
+        out("keeping the existing config %s" % config_path)
+    else:
+        text, written, planned = service.default_config()
+        if dry_run:
+            out("would write a default config %s%s" % (config_path, planned))
+        else:
+            out("writing a default config %s%s" % (config_path, written))
+            write_file(config_path, text, 0o644, service.command)
+            service.check_config(config_path)
+
+    run_them, lines = systemctl_plan(unit_dir, dry_run, shutil.which("systemctl"), systemd_running(),
+                                     service.commands)
+    for line in lines:
+        out(line)
+    if not run_them:
+        return 0
+    run_systemctl(service.commands, service.unit_name, out)
+    out(service.done)
+    return 0
