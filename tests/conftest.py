@@ -13,6 +13,10 @@ Fixtures
   fresh_db     (function) URL of a brand-new empty database on pg_cluster,
                           'postgresql://postgres@127.0.0.1:PORT/test_<hex>'; dropped
                           (WITH FORCE) after the test.
+  fw_path      (session)  MICROPYPATH entries of the firmware as it is flashed: fakes, then
+                          firmware/, fieldwatch/wire and /sim and umqtt compiled with
+                          mpy-cross (fieldwatch.tools.sim_board.build), once per run.
+  publisher    (function) a fieldwatch.tools.loadgen.ConfirmingPublisher on fresh_broker.
   micropython  (function) a MicroPythonRunner: call it like run_micropython(...);
                           .start(...) like start_micropython(...), processes killed after
                           the test; .executable. Skips the test if there is no
@@ -30,6 +34,7 @@ registries, two reapers) fails the run.
 
 import os
 import platform
+import random
 import shutil
 import sys
 import tempfile
@@ -206,3 +211,20 @@ def micropython():
         yield runner
     finally:
         runner.close()
+
+
+@pytest.fixture(scope="session")
+def fw_path(tmp_path_factory):
+    """The firmware compiled as flashed, with the fakes first: a MICROPYPATH list (see the module docstring)."""
+    from fieldwatch.tools.sim_board import build
+    return build(tmp_path_factory.mktemp("firmware-mpy"))
+
+
+@pytest.fixture
+def publisher(fresh_broker):
+    """A QoS 1 publisher that waits for PUBACKs, connected to fresh_broker."""
+    from fieldwatch.tools.loadgen import ConfirmingPublisher
+    pub = ConfirmingPublisher(fresh_broker.url, "test-device-%d" % random.randrange(1 << 30))
+    pub.start()
+    yield pub
+    pub.stop()

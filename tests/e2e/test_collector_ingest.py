@@ -7,21 +7,12 @@ import sys
 import time
 
 import psycopg
-import pytest
 
 from fieldwatch.devservices.collector import CollectorProcess, count_keys, wait_rows
-from fieldwatch.tools.loadgen import ConfirmingPublisher, reading_payload
+from fieldwatch.tools.loadgen import reading_payload
 from fieldwatch.wire import codec
 
 NOW = lambda: int(time.time() * 1000)  # noqa: E731
-
-
-@pytest.fixture
-def publisher(fresh_broker):
-    pub = ConfirmingPublisher(fresh_broker.url, "test-device-%d" % random.randrange(1 << 30))
-    pub.start()
-    yield pub
-    pub.stop()
 
 
 def test_collector_redelivery_replay_late_and_out_of_order_stored_once(fresh_broker, fresh_db, publisher):

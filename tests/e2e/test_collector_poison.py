@@ -5,28 +5,18 @@ the device's view of its acks) between valid ones, and checks that the bad one
 is quarantined and acknowledged while the valid ones are stored and confirmed.
 """
 
-import random
 import time
 
 import psycopg
-import pytest
 
 from fieldwatch.devservices.collector import CollectorProcess, count_keys
 from fieldwatch.devservices.ports import free_port
-from fieldwatch.tools.loadgen import ConfirmingPublisher, reading_payload
+from fieldwatch.tools.loadgen import reading_payload
 from fieldwatch.wire import codec
 from tests.e2e.web_fleet import get
 from tests.harness.listener import DeviceListener
 
 NOW = lambda: int(time.time() * 1000)  # noqa: E731
-
-
-@pytest.fixture
-def publisher(fresh_broker):
-    pub = ConfirmingPublisher(fresh_broker.url, "test-device-%d" % random.randrange(1 << 30))
-    pub.start()
-    yield pub
-    pub.stop()
 
 
 def _quarantine(db_url, timeout=20, want=1):

@@ -13,12 +13,10 @@ import subprocess
 import time
 
 import psycopg
-import pytest
 
 from fieldwatch.devservices.collector import CollectorProcess
-from fieldwatch.devservices.micropython import REPO_ROOT, compile_mpy
+from fieldwatch.devservices.micropython import REPO_ROOT
 from fieldwatch.tools.sim_board import ChipHost
-from fieldwatch.tools.umqtt_fetch import umqtt_path
 
 # The whole application with the heap of a board (issue 5). The ADXL345 model runs
 # in a chip host (tools/sim_board.ChipHost) outside the device process, as the real
@@ -69,14 +67,6 @@ print("DRAINED depth", a.outbox.depth(), "drops", a.outbox.drops, "overruns", a.
 """
 
 TABLES = {"features": "feature_windows", "fix": "fixes", "wave": "waveforms"}
-
-
-@pytest.fixture(scope="module")
-def fw_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "fieldwatch/wire", "fieldwatch/sim"))
-    compile_mpy(out, packages=("umqtt",), root=umqtt_path())
-    return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
 
 def db_keys(db_url, table):

@@ -2,17 +2,7 @@
 FIFO stream mode against the register model fieldwatch/sim/adxl345.py, and a drain loop that
 allocates nothing."""
 
-import pytest
 
-from fieldwatch.devservices.micropython import compile_mpy
-
-
-@pytest.fixture(scope="module")
-def fw_path(tmp_path_factory):
-    """MICROPYPATH entries: fake machine/network, firmware, repo packages (all as .mpy)."""
-    out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "fieldwatch/sim", "fieldwatch/wire"))
-    return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
 
 NO_ALLOC = r"""

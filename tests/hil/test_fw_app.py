@@ -18,21 +18,12 @@ import json
 
 import pytest
 
-from fieldwatch.devservices.micropython import REPO_ROOT, compile_mpy
+from fieldwatch.devservices.micropython import REPO_ROOT
 from fieldwatch.tools.sim_board import ChipHost
-from fieldwatch.tools.umqtt_fetch import umqtt_path
 from fieldwatch.wire import codec
 
 HEAP = "100K"
 VECTORS = REPO_ROOT / "tests" / "vectors" / "wire_v1.json"
-
-
-@pytest.fixture(scope="module")
-def fw_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "fieldwatch/wire"))
-    compile_mpy(out, packages=("umqtt",), root=umqtt_path())
-    return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
 
 @pytest.fixture

@@ -7,17 +7,10 @@ import subprocess
 
 import pytest
 
-from fieldwatch.devservices.micropython import REPO_ROOT, compile_mpy, find_mpy_cross
+from fieldwatch.devservices.micropython import REPO_ROOT, find_mpy_cross
 
 FIRMWARE = REPO_ROOT / "firmware"
 MODULES = sorted(p for p in FIRMWARE.rglob("*.py"))
-
-
-@pytest.fixture(scope="module")
-def fw_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "fieldwatch/wire"))
-    return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
 
 @pytest.mark.parametrize("module", [str(p.relative_to(REPO_ROOT)) for p in MODULES])

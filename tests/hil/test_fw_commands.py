@@ -19,9 +19,7 @@ import time
 import paho.mqtt.client as paho
 import pytest
 
-from fieldwatch.devservices.micropython import compile_mpy
 from fieldwatch.tools.sim_board import ChipHost
-from fieldwatch.tools.umqtt_fetch import umqtt_path
 
 HEAP = "100K"
 DEV = "fw-cmd"
@@ -53,14 +51,6 @@ while not exists(sys.argv[3]):
 print("STOPPED range", a.adxl.range_g, "rate", a.adxl.rate_hz, "sleeping", a.sleeping,
       "commands loaded", "commands" in sys.modules)
 """
-
-
-@pytest.fixture(scope="module")
-def fw_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "fieldwatch/wire"))
-    compile_mpy(out, packages=("umqtt",), root=umqtt_path())
-    return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
 
 @pytest.fixture

@@ -1,16 +1,7 @@
 """Firmware outbox (firmware/ring.py) and boot counter (firmware/keys.py) on
 MicroPython with a 100 KB heap, on a real directory standing in for LittleFS."""
 
-import pytest
 
-from fieldwatch.devservices.micropython import compile_mpy
-
-
-@pytest.fixture(scope="module")
-def fw_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "fieldwatch/wire"))
-    return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
 
 def run(micropython, fw_path, tmp_path, code):

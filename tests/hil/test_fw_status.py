@@ -13,11 +13,8 @@ import threading
 import time
 
 import paho.mqtt.client as paho
-import pytest
 
-from fieldwatch.devservices.micropython import compile_mpy
 from fieldwatch.tools.sim_board import ChipHost
-from fieldwatch.tools.umqtt_fetch import umqtt_path
 
 HEAP = "100K"
 DEV = "fw-status"
@@ -45,14 +42,6 @@ while not exists(sys.argv[3]):
     time.sleep_ms(5)
 print("STOPPED next seq", a.keys.seq, "connects", a.link.connects)
 """
-
-
-@pytest.fixture(scope="module")
-def fw_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "fieldwatch/wire"))
-    compile_mpy(out, packages=("umqtt",), root=umqtt_path())
-    return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
 
 class StatusWatcher:

@@ -6,18 +6,7 @@ import threading
 import time
 
 import paho.mqtt.client as paho
-import pytest
 
-from fieldwatch.devservices.micropython import compile_mpy
-from fieldwatch.tools.umqtt_fetch import umqtt_path
-
-
-@pytest.fixture(scope="module")
-def fw_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "fieldwatch/wire"))
-    compile_mpy(out, packages=("umqtt",), root=umqtt_path())
-    return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
 
 class Counter:

@@ -5,18 +5,9 @@ connected station lose its access point."""
 
 import json
 
-import pytest
 
-from fieldwatch.devservices.micropython import compile_mpy
 
 LO, HI = 40, 160
-
-
-@pytest.fixture(scope="module")
-def fw_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mpy")
-    compile_mpy(out, packages=("firmware", "fieldwatch/wire"))
-    return [str(out / "firmware" / "fakes"), str(out / "firmware"), str(out)]
 
 
 WIFI = r"""
