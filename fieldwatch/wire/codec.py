@@ -19,7 +19,7 @@ from fieldwatch.wire.contract import (  # noqa: F401
     RECORD_KINDS, RESET_REASONS, SINGLE_RECORD_KINDS, STATES, TIME_QUALITY, VERSION,
     WAVE_HEADER, WAVE_HEADER_SIZE, WAVE_MAGIC, WireError, is_int)
 from fieldwatch.wire.device import (  # noqa: F401
-    check_args, covers, decode_ack, decode_cmd, decode_downlink, encode_features,
+    check_args, check_envelope, covers, decode_ack, decode_cmd, decode_downlink, encode_features,
     encode_fixes, encode_logs, encode_readings, encode_result, encode_status, encode_wave,
     wave_head)
 from fieldwatch.wire.validate import (  # noqa: F401

@@ -85,20 +85,31 @@ def wave_head(dev, boot, seq, t0, tq, rate_hz, scale_g, range_g, axes, n):
 
 # ---- decoding what a device receives -------------------------------------------------
 
+def check_envelope(topic_name, payload, kinds=None):
+    """(device id, kind) of a message's topic, checked with its size; WireError if not acceptable.
+
+    kinds: the kinds the receiver takes (others are bad_topic); None for any v1 kind.
+    validate.decode() starts with the same checks.
+    """
+    parsed = topics.parse(topic_name)
+    if parsed is None or (kinds is not None and parsed[1] not in kinds):
+        fail("bad_topic", "not a fieldwatch v1 %stopic: %s"
+             % (" or ".join(kinds) + " " if kinds else "", show(topic_name)))
+    dev, kind = parsed
+    if not topics.valid_device_id(dev):
+        fail("bad_device_id", "device id %s: 1..%d of a-z 0-9 - _" % (show(dev), topics.DEVICE_ID_MAX))
+    if len(payload) > MAX_PAYLOAD:
+        fail("oversize", "%d bytes; the limit is %d" % (len(payload), MAX_PAYLOAD))
+    return dev, kind
+
+
 def decode_downlink(topic_name, payload):
     """Validate a cmd or ack message for a device; return its dict form or raise WireError.
 
     The same answers as validate.decode() gives for these two kinds; any other topic
     is bad_topic here (a device subscribes to nothing else).
     """
-    parsed = topics.parse(topic_name)
-    if parsed is None or parsed[1] not in ("cmd", "ack"):
-        fail("bad_topic", "not a fieldwatch v1 cmd or ack topic: %s" % show(topic_name))
-    dev, kind = parsed
-    if not topics.valid_device_id(dev):
-        fail("bad_device_id", "device id %s: 1..%d of a-z 0-9 - _" % (show(dev), topics.DEVICE_ID_MAX))
-    if len(payload) > MAX_PAYLOAD:
-        fail("oversize", "%d bytes; the limit is %d" % (len(payload), MAX_PAYLOAD))
+    dev, kind = check_envelope(topic_name, payload, ("cmd", "ack"))
     msg = loads(payload)
     if kind == "cmd":
         return decode_cmd(dev, msg)

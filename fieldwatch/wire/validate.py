@@ -11,15 +11,14 @@
 import math
 import struct
 
-from fieldwatch.wire import topics
 from fieldwatch.wire.contract import (
     ADXL_RANGES_G, AXES, COMMANDS, FEATURE_KEYS, LIST_KEY, LOG_LEVELS, MAX_CMD_ID,
     MAX_DETAIL_DEPTH, MAX_DT_MS, MAX_EXACT_INT, MAX_FUTURE_MS, MAX_LOG_TEXT, MAX_NAME,
-    MAX_PAYLOAD, MAX_RECORDS, MAX_TS_MS, MAX_U32, MAX_WAVE_SAMPLES, MIN_TS_MS,
+    MAX_RECORDS, MAX_TS_MS, MAX_U32, MAX_WAVE_SAMPLES, MIN_TS_MS,
     RESET_REASONS, STATES, TIME_QUALITY, VERSION, WAVE_HEADER, WAVE_HEADER_SIZE,
     WAVE_MAGIC, check_version, dumps, fail, get_int, get_list, is_int, is_text, loads,
     show)
-from fieldwatch.wire.device import check_args, decode_ack, decode_cmd
+from fieldwatch.wire.device import check_args, check_envelope, decode_ack, decode_cmd
 
 # Times with tq none (ms since boot) lie in 0..2^47 ms (~4,460 years). The collector places
 # them at (receipt - ts) + ts, and PostgreSQL's timestamps begin in 4713 BC (~2.1e14 ms
@@ -261,14 +260,7 @@ def decode(topic_name, payload, now_ms=None):
     now_ms: receipt time in ms since the epoch; when given, absurd wall-clock
     times (before 2020, more than a day ahead) are rejected.
     """
-    parsed = topics.parse(topic_name)
-    if parsed is None:
-        fail("bad_topic", "not a fieldwatch v1 topic: %s" % show(topic_name))
-    dev, kind = parsed
-    if not topics.valid_device_id(dev):
-        fail("bad_device_id", "device id %s: 1..%d of a-z 0-9 - _" % (show(dev), topics.DEVICE_ID_MAX))
-    if len(payload) > MAX_PAYLOAD:
-        fail("oversize", "%d bytes; the limit is %d" % (len(payload), MAX_PAYLOAD))
+    dev, kind = check_envelope(topic_name, payload)
     if kind == "wave":
         return decode_wave(dev, payload, now_ms)
     msg = loads(payload)
